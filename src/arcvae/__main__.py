@@ -1,0 +1,5 @@
+"""``python -m arcvae`` runs the command line."""
+
+from arcvae.cli import main
+
+main()

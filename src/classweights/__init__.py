@@ -1,0 +1,38 @@
+"""classweights: turn label counts into loss weights for imbalanced classification and segmentation.
+
+Data flows one way::
+
+    labels --count_labels--> counts --weights_from_counts--> weights --validate_weights--> loss
+
+Example:
+    >>> import torch, classweights
+    >>> labels = torch.tensor([[0, 0, 0, 1], [0, 0, 0, 2]])
+    >>> counts = classweights.count_labels(labels, num_classes=3)
+    >>> counts
+    tensor([6, 1, 1])
+    >>> classweights.weights_from_counts(counts)  # sqrt_inverse, sums to 3
+    tensor([0.6327, 1.1837, 1.1837])
+"""
+
+from ._errors import ClassWeightError
+from .counting import LabelStats, count_label_stats, count_labels
+from .methods import METHODS, register_method, weights_from_counts
+from .pipeline import compute_class_weights
+from .storage import load_class_weights, save_class_weights
+from .validation import validate_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "ClassWeightError",
+    "LabelStats",
+    "compute_class_weights",
+    "count_label_stats",
+    "count_labels",
+    "load_class_weights",
+    "register_method",
+    "save_class_weights",
+    "validate_weights",
+    "weights_from_counts",
+]

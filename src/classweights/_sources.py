@@ -1,0 +1,272 @@
+"""Turn any supported label source into a stream of fixed-size 2-D chunks.
+
+Every source becomes an iterator of :class:`Chunk` objects. A chunk holds a
+``[B, P]`` array or tensor: ``B`` whole samples (images) of ``P`` labels each,
+plus the flat index of its first label so errors can point at the culprit.
+Array and file sources are sliced along their first axis, never visited one
+sample at a time in Python; map-style datasets and iterables are stacked into
+chunks of the same bounded size.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._errors import ClassWeightError
+
+DEFAULT_CHUNK_SIZE = 1 << 22  # labels per chunk (4 Mi): ~4 MiB of uint8, 32 MiB as int64
+DEFAULT_NPZ_KEY = "train"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """``data`` is ``[B, P]`` (numpy array or torch tensor); ``start`` its first flat index."""
+
+    data: Any
+    start: int
+
+
+@dataclass(frozen=True)
+class Stream:
+    """Chunks of one source, with its sample count when known and a name for errors."""
+
+    chunks: Iterator[Chunk]
+    total: int | None
+    where: str
+
+
+def open_source(source: Any, *, key: str | None, chunk_size: int | None) -> Stream:
+    """Dispatch ``source`` to the reader that knows its type."""
+    size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ClassWeightError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}")
+    if isinstance(source, (str, os.PathLike)):
+        return _open_path(Path(source), key, size)
+    if isinstance(source, (torch.Tensor, np.ndarray)):
+        return _array_stream(source, size, where="labels")
+    if isinstance(source, Mapping):
+        name = _pick_key(list(source.keys()), key, "mapping")
+        return _array_stream(_as_array(source[name], f"mapping[{name!r}]"), size, where=f"mapping[{name!r}]")
+    if isinstance(source, (list, tuple)) and source and all(_is_scalar(v) for v in source[:1]):
+        return _array_stream(_as_array(source, "labels"), size, where="labels")
+    tensors = getattr(source, "tensors", None)  # torch.utils.data.TensorDataset
+    if isinstance(tensors, tuple) and tensors and isinstance(tensors[0], torch.Tensor):
+        return _array_stream(tensors[0], size, where="TensorDataset.tensors[0]")
+    if hasattr(source, "__getitem__") and hasattr(source, "__len__") and not isinstance(source, (str, bytes)):
+        return Stream(_dataset_chunks(source, key, size), len(source), where="dataset")
+    if isinstance(source, Iterable):
+        return Stream(_batch_chunks(source, key, size), None, where="batches")
+    raise ClassWeightError(
+        "Expected `source` to be a tensor, an array, a .npy/.npz path, a dataset or an iterable of "
+        f"batches, but got {type(source).__name__}"
+    )
+
+
+# ---------------------------------------------------------------- arrays ----
+
+
+def _rows_per_chunk(labels_per_row: int, chunk_size: int) -> int:
+    return max(1, chunk_size // max(1, labels_per_row))
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, numbers.Number) or (isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0)
+
+
+def _as_array(value: Any, where: str) -> np.ndarray | torch.Tensor:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ClassWeightError(f"{where}: expected an array of integer labels, but got {type(value).__name__} ({exc})") from None
+    if array.dtype == object:
+        raise ClassWeightError(f"{where}: expected an array of integer labels, but got a ragged or object sequence")
+    return array
+
+
+def _array_stream(array: np.ndarray | torch.Tensor, chunk_size: int, *, where: str) -> Stream:
+    """Slice ``array`` along its first axis; a 1-D array is one label per sample, a scalar one sample."""
+    shape = tuple(array.shape)
+    n = shape[0] if shape else 1
+    per_row = int(np.prod(shape[1:], dtype=np.int64))
+    step = _rows_per_chunk(per_row, chunk_size)
+    rows = array.reshape(1) if not shape else array
+
+    def chunks() -> Iterator[Chunk]:
+        for lo in range(0, n, step):
+            part = rows[lo : lo + step]
+            yield Chunk(part.reshape(part.shape[0], per_row), lo * per_row)
+
+    return Stream(chunks(), n, where)
+
+
+# ----------------------------------------------------------------- files ----
+
+
+def _open_path(path: Path, key: str | None, chunk_size: int) -> Stream:
+    if not path.exists():
+        raise ClassWeightError(f"Expected an existing .npy or .npz file, but {str(path)!r} does not exist")
+    if path.is_dir():
+        raise ClassWeightError(f"Expected a .npy or .npz file, but {str(path)!r} is a directory")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ClassWeightError(f"could not read {str(path)!r} as a .npy file: {exc}") from None
+        return _array_stream(array, chunk_size, where=str(path))
+    if suffix == ".npz":
+        return _npz_stream(path, key, chunk_size)
+    raise ClassWeightError(f"Expected a path ending in .npy or .npz, but got {str(path)!r}")
+
+
+def _pick_key(keys: list[str], key: str | None, where: str) -> str:
+    if key is not None:
+        if key not in keys:
+            raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {', '.join(keys) or '(none)'}")
+        return key
+    if DEFAULT_NPZ_KEY in keys:
+        return DEFAULT_NPZ_KEY
+    if len(keys) == 1:
+        return keys[0]
+    raise ClassWeightError(
+        f"{where} holds several arrays and none is called {DEFAULT_NPZ_KEY!r}; pass key= one of: {', '.join(keys)}"
+    )
+
+
+def _npz_stream(path: Path, key: str | None, chunk_size: int) -> Stream:
+    """Stream one member of an ``.npz`` (compressed or not) without loading it whole."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ClassWeightError(f"could not read {str(path)!r} as a .npz file: {exc}") from None
+    members = {name[:-4]: name for name in archive.namelist() if name.endswith(".npy")}
+    try:
+        name = _pick_key(list(members), key, repr(str(path)))
+    except ClassWeightError:
+        archive.close()
+        raise
+    where = f"{str(path)!r}[{name!r}]"
+    try:
+        member = archive.open(members[name])
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+        else:  # rare header versions: let numpy read the member whole
+            member.close()
+            array = np.load(path, allow_pickle=False)[name]
+            archive.close()
+            return _array_stream(array, chunk_size, where=where)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        archive.close()
+        raise ClassWeightError(f"could not read {where}: {exc}") from None
+    if dtype.hasobject:
+        archive.close()
+        raise ClassWeightError(f"{where}: expected integer labels, but got dtype {dtype} (object arrays are never loaded)")
+    if fortran_order and len(shape) > 1:
+        # Column-major members keep whole samples apart on disk; read whole (rare for label data).
+        member.close()
+        array = np.load(path, allow_pickle=False)[name]
+        archive.close()
+        return _array_stream(array, chunk_size, where=where)
+
+    n = shape[0] if shape else 1
+    per_row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    step = _rows_per_chunk(per_row, chunk_size)
+    row_bytes = per_row * dtype.itemsize
+
+    def chunks() -> Iterator[Chunk]:
+        try:
+            for lo in range(0, n, step):
+                rows = min(step, n - lo)
+                buffer = bytearray(rows * row_bytes)
+                view = memoryview(buffer)
+                filled = 0
+                while filled < len(buffer):
+                    got = member.readinto(view[filled:])
+                    if not got:
+                        raise ClassWeightError(f"{where} is truncated: expected {n} samples, data ends in sample {lo + filled // max(1, row_bytes)}")
+                    filled += got
+                array = np.frombuffer(buffer, dtype=dtype).reshape(rows, per_row)
+                yield Chunk(array, lo * per_row)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ClassWeightError(f"could not read {where}: {exc}") from None
+        finally:
+            member.close()
+            archive.close()
+
+    return Stream(chunks(), n, where)
+
+
+# ------------------------------------------------- datasets and batches ----
+
+
+def _labels_of(item: Any, key: str | None, where: str) -> np.ndarray | torch.Tensor:
+    """The label grid of one dataset item or batch.
+
+    A tuple gives its first element; a list whose first element is an array or
+    tensor (a collated batch) gives that element; a dict gives ``item[key]``;
+    anything else is the label grid itself.
+    """
+    if isinstance(item, Mapping):
+        if key is None:
+            raise ClassWeightError(f"{where} is a mapping; pass key= to pick the labels (keys: {', '.join(map(str, item))})")
+        if key not in item:
+            raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {', '.join(map(str, item))}")
+        item = item[key]
+    elif isinstance(item, tuple) and item:
+        item = item[0]  # (labels, ...) as map-style datasets return
+    elif isinstance(item, list) and item and isinstance(item[0], (torch.Tensor, np.ndarray)) and item[0].ndim:
+        item = item[0]  # [labels, ...] as a DataLoader collates tuples
+    return _as_array(item, where)
+
+
+def _stack(parts: list[np.ndarray | torch.Tensor]) -> np.ndarray | torch.Tensor:
+    if isinstance(parts[0], torch.Tensor):
+        return torch.stack([torch.as_tensor(p) for p in parts])
+    return np.stack([np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p) for p in parts])
+
+
+def _dataset_chunks(dataset: Any, key: str | None, chunk_size: int) -> Iterator[Chunk]:
+    """Stack consecutive same-shaped items into chunks of about ``chunk_size`` labels."""
+    pending: list[np.ndarray | torch.Tensor] = []
+    start = 0
+    flat = 0
+    for i in range(len(dataset)):
+        item = _labels_of(dataset[i], key, f"dataset item {i}")
+        if pending and (item.shape != pending[0].shape or len(pending) >= _rows_per_chunk(_numel(item), chunk_size)):
+            block = _stack(pending)
+            yield Chunk(block.reshape(len(pending), -1), start)
+            start, pending = flat, []
+        pending.append(item)
+        flat += _numel(item)
+    if pending:
+        block = _stack(pending)
+        yield Chunk(block.reshape(len(pending), -1), start)
+
+
+def _numel(array: np.ndarray | torch.Tensor) -> int:
+    return int(array.numel() if isinstance(array, torch.Tensor) else array.size)
+
+
+def _batch_chunks(batches: Iterable[Any], key: str | None, chunk_size: int) -> Iterator[Chunk]:
+    """Each batch is ``[B, ...]``: split along its first axis into bounded chunks."""
+    start = 0
+    for b, batch in enumerate(batches):
+        labels = _labels_of(batch, key, f"batch {b}")
+        stream = _array_stream(labels, chunk_size, where=f"batch {b}")
+        for chunk in stream.chunks:
+            yield Chunk(chunk.data, start + chunk.start)
+        start += _numel(labels)

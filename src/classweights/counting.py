@@ -1,0 +1,304 @@
+"""Count labels per class: labels -> counts.
+
+The public entry points are :func:`count_labels` (counts only) and
+:func:`count_label_stats` (counts plus the per-image presence statistic that
+``median_frequency`` needs). Both stream the source in fixed-size chunks (see
+``_sources``) and count each chunk with one vectorised ``torch.bincount``, so
+memory stays bounded however large the dataset is.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from ._errors import ClassWeightError
+from ._sources import Chunk, open_source
+
+ProgressCallback = Callable[[int, "int | None"], None]
+
+_NATIVE = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class LabelStats:
+    """What one pass over the labels gathers.
+
+    Attributes:
+        counts: int64 ``[C]``, labels of each class (``ignore_index`` excluded).
+        image_pixels: int64 ``[C]``, total labels of the images that contain class
+            ``c`` (Eigen and Fergus' denominator), or ``None`` if not gathered.
+        num_images: samples (first-axis entries) seen.
+        num_labels: labels counted, i.e. ``counts.sum()``.
+    """
+
+    counts: torch.Tensor
+    image_pixels: torch.Tensor | None
+    num_images: int
+    num_labels: int
+
+
+def count_labels(
+    source: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    key: str | None = None,
+    chunk_size: int | None = None,
+    num_threads: int | None = None,
+    device: str | torch.device | None = None,
+    progress: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Count how many labels of each class ``source`` holds.
+
+    Args:
+        source: integer labels of any shape as a ``torch.Tensor`` or ``np.ndarray``
+            (``np.memmap`` included); a path to a ``.npy`` file, or to a ``.npz``
+            file whose array ``key`` is read; a map-style dataset whose items are
+            label arrays, or tuples/lists with the label array first, or dicts
+            (``key`` picks the labels); or any iterable of such batches, e.g. a
+            ``DataLoader``. Float labels are accepted only if every value is a
+            whole number.
+        num_classes: number of classes ``C``; every label must lie in ``[0, C)``.
+        ignore_index: a label value to skip (e.g. ``255`` or ``-100``); it may lie
+            outside ``[0, C)``.
+        key: array name inside a ``.npz`` file (default ``"train"``, or the only
+            array) or inside dict items.
+        chunk_size: labels per chunk (default ``4 * 2**20``); bounds the memory used.
+        num_threads: chunks counted in parallel (default: ``torch.get_num_threads()``,
+            at most 8). ``torch`` releases the GIL while counting.
+        device: where to count (default: the device of a tensor source, else CPU).
+        progress: optional callback ``progress(done, total)`` called after every
+            chunk with the samples done so far and the total (``None`` if unknown).
+
+    Returns:
+        int64 tensor of shape ``[C]`` on the CPU.
+
+    Raises:
+        ClassWeightError: for an empty source, labels out of range, negative,
+            non-integer or NaN labels, unsupported dtypes, missing files or keys.
+
+    Example:
+        >>> import torch
+        >>> count_labels(torch.tensor([[0, 0, 1], [2, 0, 1]]), num_classes=3)
+        tensor([3, 2, 1])
+    """
+    return count_label_stats(
+        source,
+        num_classes,
+        ignore_index=ignore_index,
+        key=key,
+        chunk_size=chunk_size,
+        num_threads=num_threads,
+        device=device,
+        progress=progress,
+    ).counts
+
+
+def count_label_stats(
+    source: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    key: str | None = None,
+    chunk_size: int | None = None,
+    num_threads: int | None = None,
+    device: str | torch.device | None = None,
+    progress: ProgressCallback | None = None,
+    presence: bool = False,
+) -> LabelStats:
+    """Like :func:`count_labels`, but returns a :class:`LabelStats`.
+
+    With ``presence=True`` it also gathers ``image_pixels``: for each class, the
+    total number of (non-ignored) labels in the samples that contain it. The
+    first axis of an array source, and each dataset item, is one sample.
+
+    Example:
+        >>> import torch
+        >>> stats = count_label_stats(torch.tensor([[0, 0, 1], [0, 0, 0]]), 2, presence=True)
+        >>> stats.counts.tolist(), stats.image_pixels.tolist()
+        ([5, 1], [6, 3])
+    """
+    _check_num_classes(num_classes)
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
+        raise ClassWeightError(f"Expected `ignore_index` to be an integer or None, but got {ignore_index!r}")
+    stream = open_source(source, key=key, chunk_size=chunk_size)
+    target = _resolve_device(device, source)
+    workers = _resolve_threads(num_threads)
+
+    counts = torch.zeros(num_classes, dtype=torch.int64)
+    image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
+    images = 0
+
+    def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        return _count_chunk(chunk, num_classes, ignore_index, presence, stream.where)
+
+    # Chunks are read and moved to the device in this thread; only counting runs in the pool.
+    on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in stream.chunks)
+    for chunk_counts, chunk_pixels, chunk_images in _ordered_map(work, on_device, workers):
+        counts += chunk_counts
+        if image_pixels is not None and chunk_pixels is not None:
+            image_pixels += chunk_pixels
+        images += chunk_images
+        if progress is not None:
+            progress(images, stream.total)
+
+    if images == 0:
+        raise ClassWeightError(f"Expected at least one label, but {stream.where} is empty")
+    total = int(counts.sum())
+    if total == 0:
+        raise ClassWeightError(f"Expected at least one label to count, but every label in {stream.where} equals ignore_index={ignore_index}")
+    return LabelStats(counts, image_pixels, images, total)
+
+
+# ------------------------------------------------------------- helpers ----
+
+
+def _check_num_classes(num_classes: Any) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ClassWeightError(f"Expected `num_classes` to be a positive integer, but got {num_classes!r}")
+
+
+def _resolve_device(device: str | torch.device | None, source: Any) -> torch.device:
+    if device is None:
+        return source.device if isinstance(source, torch.Tensor) else torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ClassWeightError(f"Expected `device` to be a torch device such as 'cpu' or 'cuda', but got {device!r} ({exc})") from None
+
+
+def _resolve_threads(num_threads: int | None) -> int:
+    if num_threads is None:
+        return max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1))
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ClassWeightError(f"Expected `num_threads` to be a positive integer or None, but got {num_threads!r}")
+    return num_threads
+
+
+def _ordered_map(fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], workers: int) -> Iterator[_R]:
+    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``2 * workers`` items in flight."""
+    if workers == 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        window: list[Future[_R]] = []
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * workers:
+                yield window.pop(0).result()
+        for future in window:
+            yield future.result()
+
+
+def _to_tensor(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> torch.Tensor:
+    data = chunk.data
+    if isinstance(data, np.ndarray):
+        if data.dtype.kind not in "biuf":
+            raise ClassWeightError(f"{where}: expected integer labels, but got an array of dtype {data.dtype}")
+        if data.dtype.kind == "u" and data.dtype.itemsize > 1:
+            data = _widen_unsigned(data, chunk, num_classes, where)
+        data = np.ascontiguousarray(data)
+        if data.flags.writeable:
+            data = torch.from_numpy(data)
+        else:  # memory maps and file buffers: read-only, and never written here
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                data = torch.from_numpy(data)
+    return data.to(device, non_blocking=True) if data.device != device else data
+
+
+def _widen_unsigned(data: np.ndarray, chunk: Chunk, num_classes: int, where: str) -> np.ndarray:
+    """uint16/32/64 -> int64, which torch can bincount; uint64 values past int64 are out of range anyway."""
+    if data.dtype.itemsize == 8:
+        big = data > np.iinfo(np.int64).max
+        if big.any():
+            i = int(np.flatnonzero(big.reshape(-1))[0])
+            raise _out_of_range(int(data.reshape(-1)[i]), chunk.start + i, num_classes, where)
+    return data.astype(np.int64)
+
+
+def _out_of_range(value: int, index: int, num_classes: int, where: str) -> ClassWeightError:
+    return ClassWeightError(
+        f"{where}: label {value} at flat index {index} is out of range for "
+        f"num_classes={num_classes} (expected 0 <= label < {num_classes})"
+    )
+
+
+def _as_labels(x: torch.Tensor, start: int, num_classes: int, where: str) -> torch.Tensor:
+    """Return an integer tensor torch can bincount, rejecting non-integer values."""
+    if x.dtype in _NATIVE:
+        return x
+    if x.dtype == torch.bool:
+        return x.to(torch.uint8)
+    if x.is_floating_point():
+        flat = x.reshape(-1)
+        bad = ~torch.isfinite(flat) | (flat != torch.trunc(flat))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            value = float(flat[i])
+            raise ClassWeightError(
+                f"{where}: label {value!r} at flat index {start + i} is not a class index "
+                f"(expected an integer in [0, {num_classes}))"
+            )
+        return x.to(torch.int64)
+    if x.dtype in (torch.uint16, torch.uint32):
+        return x.to(torch.int64)
+    if x.dtype == torch.uint64:
+        return x.to(torch.int64).masked_fill(x > np.iinfo(np.int64).max, np.iinfo(np.int64).max)
+    raise ClassWeightError(f"{where}: expected integer labels, but got dtype {str(x.dtype).replace('torch.', '')}")
+
+
+def _count_chunk(
+    chunk: Chunk,
+    num_classes: int,
+    ignore_index: int | None,
+    presence: bool,
+    where: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    x = _as_labels(chunk.data, chunk.start, num_classes, where)
+    images, per_image = x.shape
+    if x.numel() == 0:
+        empty = torch.zeros(num_classes, dtype=torch.int64)
+        return empty, (empty.clone() if presence else None), images
+    flat = x.reshape(-1)
+
+    keep: torch.Tensor | None = None
+    lo, hi = (int(v) for v in torch.aminmax(flat))
+    if lo < 0 or hi >= num_classes:
+        bad = (flat < 0) | (flat >= num_classes)
+        if ignore_index is not None:
+            keep = flat != ignore_index
+            bad &= keep
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise _out_of_range(int(flat[i]), chunk.start + i, num_classes, where)
+    drop_bin = ignore_index if ignore_index is not None and 0 <= ignore_index < num_classes else None
+
+    if not presence:
+        values = flat if keep is None else flat[keep]
+        counts = torch.bincount(values, minlength=num_classes)
+        if drop_bin is not None:
+            counts[drop_bin] = 0
+        return counts.cpu(), None, images
+
+    # Per-image histogram: bin (row * C + label), so one bincount gives [images, C].
+    rows = torch.arange(images, device=flat.device).repeat_interleave(per_image)
+    ids = rows * num_classes + flat.to(torch.int64)
+    if keep is not None:
+        ids = ids[keep]
+    per_image_counts = torch.bincount(ids, minlength=images * num_classes).view(images, num_classes)
+    if drop_bin is not None:
+        per_image_counts[:, drop_bin] = 0
+    totals = per_image_counts.sum(dim=1, keepdim=True)
+    image_pixels = ((per_image_counts > 0) * totals).sum(dim=0)
+    return per_image_counts.sum(dim=0).cpu(), image_pixels.cpu(), images

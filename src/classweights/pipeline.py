@@ -1,0 +1,50 @@
+"""The one-call API: labels -> counts -> weights -> validated weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .counting import count_label_stats
+from .methods import needs_image_pixels, weights_from_counts
+from .validation import validate_weights
+
+_COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", "progress")
+
+
+def compute_class_weights(
+    dataset: Any,
+    num_classes: int = 10,
+    method: str = "sqrt_inverse",
+    smooth: float = 1.0,
+    normalize: bool = True,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Count the labels of ``dataset`` and turn the counts into validated weights.
+
+    Args:
+        dataset: any source :func:`~classweights.count_labels` accepts.
+        num_classes: number of classes ``C``.
+        method, smooth, normalize: as in :func:`~classweights.weights_from_counts`.
+        **kwargs: counting options (``ignore_index``, ``key``, ``chunk_size``,
+            ``num_threads``, ``device``, ``progress``) and weighting options
+            (``clip`` and method parameters such as ``beta``).
+
+    Returns:
+        float32 tensor ``[C]`` on the CPU.
+
+    Example:
+        >>> import numpy as np
+        >>> labels = np.array([[0, 0, 0, 1], [0, 0, 2, 2]])
+        >>> compute_class_weights(labels, num_classes=3, method="balanced", smooth=0, normalize=False)
+        tensor([0.5333, 2.6667, 1.3333])
+    """
+    count_options = {k: kwargs.pop(k) for k in _COUNT_OPTIONS if k in kwargs}
+    presence = needs_image_pixels(method)  # also rejects an unknown method before any counting
+    stats = count_label_stats(dataset, num_classes, presence=presence, **count_options)
+    if presence:
+        kwargs.setdefault("image_pixels", stats.image_pixels)
+    weights = weights_from_counts(stats.counts, method, smooth=smooth, normalize=normalize, **kwargs)
+    return validate_weights(weights, num_classes)
+
