@@ -291,3 +291,14 @@ def test_npz_error_names_file_and_key(tmp_path):
     np.savez_compressed(tmp_path / "d.npz", val=np.array([[0, 11]], dtype=np.uint8))
     with pytest.raises(ClassWeightError, match=r"d.npz'\['val'\]: label 11 at flat index 1"):
         count_labels(tmp_path / "d.npz", 10, key="val")
+
+
+def test_integer_key_picks_the_labels_of_tuple_items_and_collated_batches():
+    images = torch.rand(6, 4, 4)
+    masks = torch.tensor([0, 1, 2, 1, 1, 0]).repeat_interleave(16).reshape(6, 4, 4)
+    dataset = TensorDataset(images, masks)
+    expected = np.bincount(masks.reshape(-1).numpy(), minlength=3).tolist()
+    assert count_labels([dataset[i] for i in range(6)], 3, key=1).tolist() == expected
+    assert count_labels(DataLoader(dataset, batch_size=4), 3, key=1).tolist() == expected
+    with pytest.raises(ClassWeightError, match="Expected key= to index dataset item 0, a sequence of 2 elements, but got 2"):
+        count_labels([dataset[i] for i in range(6)], 3, key=2)

@@ -185,3 +185,8 @@ def test_a_broken_method_is_caught():
             weights_from_counts([1, 2], "broken")
     finally:
         del METHODS["broken"]
+
+
+def test_numpy_scalars_are_accepted_as_parameters():
+    a = weights_from_counts([10, 1], "effective_number", smooth=np.float32(1.0), beta=np.float64(0.5), clip=np.int64(3))
+    assert a.tolist() == weights_from_counts([10, 1], "effective_number", smooth=1.0, beta=0.5, clip=3).tolist()

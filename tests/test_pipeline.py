@@ -33,6 +33,8 @@ def test_unknown_method_fails_before_counting():
 
     with pytest.raises(cw.ClassWeightError, match="Expected `method` to be one of"):
         cw.compute_class_weights(never(), 10, method="nope")
+    with pytest.raises(cw.ClassWeightError, match=r"method 'sqrt_inverse' takes parameters none, but got \['ignore_idx'\]"):
+        cw.compute_class_weights(never(), 10, ignore_idx=255)
 
 
 def test_real_corpus_weights(real_corpus):

@@ -9,3 +9,5 @@ class ClassWeightError(ValueError):
     It subclasses :class:`ValueError`, so ``except ValueError`` keeps working.
     Every message names the offending value and what was expected.
     """
+
+    __module__ = "classweights"

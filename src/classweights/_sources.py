@@ -44,7 +44,7 @@ class Stream:
     where: str
 
 
-def open_source(source: Any, *, key: str | None, chunk_size: int | None) -> Stream:
+def open_source(source: Any, *, key: str | int | None, chunk_size: int | None) -> Stream:
     """Dispatch ``source`` to the reader that knows its type."""
     size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -59,8 +59,11 @@ def open_source(source: Any, *, key: str | None, chunk_size: int | None) -> Stre
     if isinstance(source, (list, tuple)) and source and all(_is_scalar(v) for v in source[:1]):
         return _array_stream(_as_array(source, "labels"), size, where="labels")
     tensors = getattr(source, "tensors", None)  # torch.utils.data.TensorDataset
-    if isinstance(tensors, tuple) and tensors and isinstance(tensors[0], torch.Tensor):
-        return _array_stream(tensors[0], size, where="TensorDataset.tensors[0]")
+    if isinstance(tensors, tuple) and tensors and all(isinstance(t, torch.Tensor) for t in tensors):
+        index = key if isinstance(key, int) and not isinstance(key, bool) else 0
+        if not -len(tensors) <= index < len(tensors):
+            raise ClassWeightError(f"Expected key= to index the {len(tensors)} tensors of the TensorDataset, but got {key!r}")
+        return _array_stream(tensors[index], size, where=f"TensorDataset.tensors[{index}]")
     if hasattr(source, "__getitem__") and hasattr(source, "__len__") and not isinstance(source, (str, bytes)):
         return Stream(_dataset_chunks(source, key, size), len(source), where="dataset")
     if isinstance(source, Iterable):
@@ -113,7 +116,7 @@ def _array_stream(array: np.ndarray | torch.Tensor, chunk_size: int, *, where: s
 # ----------------------------------------------------------------- files ----
 
 
-def _open_path(path: Path, key: str | None, chunk_size: int) -> Stream:
+def _open_path(path: Path, key: str | int | None, chunk_size: int) -> Stream:
     if not path.exists():
         raise ClassWeightError(f"Expected an existing .npy or .npz file, but {str(path)!r} does not exist")
     if path.is_dir():
@@ -130,7 +133,7 @@ def _open_path(path: Path, key: str | None, chunk_size: int) -> Stream:
     raise ClassWeightError(f"Expected a path ending in .npy or .npz, but got {str(path)!r}")
 
 
-def _pick_key(keys: list[str], key: str | None, where: str) -> str:
+def _pick_key(keys: list[str], key: str | int | None, where: str) -> str:
     if key is not None:
         if key not in keys:
             raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {', '.join(keys) or '(none)'}")
@@ -144,7 +147,7 @@ def _pick_key(keys: list[str], key: str | None, where: str) -> str:
     )
 
 
-def _npz_stream(path: Path, key: str | None, chunk_size: int) -> Stream:
+def _npz_stream(path: Path, key: str | int | None, chunk_size: int) -> Stream:
     """Stream one member of an ``.npz`` (compressed or not) without loading it whole."""
     try:
         archive = zipfile.ZipFile(path)
@@ -213,12 +216,13 @@ def _npz_stream(path: Path, key: str | None, chunk_size: int) -> Stream:
 # ------------------------------------------------- datasets and batches ----
 
 
-def _labels_of(item: Any, key: str | None, where: str) -> np.ndarray | torch.Tensor:
+def _labels_of(item: Any, key: str | int | None, where: str) -> np.ndarray | torch.Tensor:
     """The label grid of one dataset item or batch.
 
-    A tuple gives its first element; a list whose first element is an array or
-    tensor (a collated batch) gives that element; a dict gives ``item[key]``;
-    anything else is the label grid itself.
+    A dict gives ``item[key]``. A tuple gives ``item[key]`` for an integer
+    ``key``, else its first element; so does a list whose first element is an
+    array or tensor (a collated ``[inputs, labels]`` batch). Anything else is
+    the label grid itself.
     """
     if isinstance(item, Mapping):
         if key is None:
@@ -226,10 +230,11 @@ def _labels_of(item: Any, key: str | None, where: str) -> np.ndarray | torch.Ten
         if key not in item:
             raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {', '.join(map(str, item))}")
         item = item[key]
-    elif isinstance(item, tuple) and item:
-        item = item[0]  # (labels, ...) as map-style datasets return
-    elif isinstance(item, list) and item and isinstance(item[0], (torch.Tensor, np.ndarray)) and item[0].ndim:
-        item = item[0]  # [labels, ...] as a DataLoader collates tuples
+    elif isinstance(item, tuple) or (isinstance(item, list) and item and isinstance(item[0], (torch.Tensor, np.ndarray)) and item[0].ndim):
+        index = key if isinstance(key, int) else 0
+        if not -len(item) <= index < len(item):
+            raise ClassWeightError(f"Expected key= to index {where}, a sequence of {len(item)} elements, but got {key!r}")
+        item = item[index]
     return _as_array(item, where)
 
 
@@ -239,7 +244,7 @@ def _stack(parts: list[np.ndarray | torch.Tensor]) -> np.ndarray | torch.Tensor:
     return np.stack([np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p) for p in parts])
 
 
-def _dataset_chunks(dataset: Any, key: str | None, chunk_size: int) -> Iterator[Chunk]:
+def _dataset_chunks(dataset: Any, key: str | int | None, chunk_size: int) -> Iterator[Chunk]:
     """Stack consecutive same-shaped items into chunks of about ``chunk_size`` labels."""
     pending: list[np.ndarray | torch.Tensor] = []
     start = 0
@@ -261,7 +266,7 @@ def _numel(array: np.ndarray | torch.Tensor) -> int:
     return int(array.numel() if isinstance(array, torch.Tensor) else array.size)
 
 
-def _batch_chunks(batches: Iterable[Any], key: str | None, chunk_size: int) -> Iterator[Chunk]:
+def _batch_chunks(batches: Iterable[Any], key: str | int | None, chunk_size: int) -> Iterator[Chunk]:
     """Each batch is ``[B, ...]``: split along its first axis into bounded chunks."""
     start = 0
     for b, batch in enumerate(batches):

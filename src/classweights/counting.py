@@ -52,7 +52,7 @@ def count_labels(
     num_classes: int,
     *,
     ignore_index: int | None = None,
-    key: str | None = None,
+    key: str | int | None = None,
     chunk_size: int | None = None,
     num_threads: int | None = None,
     device: str | torch.device | None = None,
@@ -72,7 +72,8 @@ def count_labels(
         ignore_index: a label value to skip (e.g. ``255`` or ``-100``); it may lie
             outside ``[0, C)``.
         key: array name inside a ``.npz`` file (default ``"train"``, or the only
-            array) or inside dict items.
+            array); the labels' key in dict items; or, as an integer, their index
+            in tuple items such as ``(image, mask)`` (default 0).
         chunk_size: labels per chunk (default ``4 * 2**20``); bounds the memory used.
         num_threads: chunks counted in parallel (default: ``torch.get_num_threads()``,
             at most 8). ``torch`` releases the GIL while counting.
@@ -109,7 +110,7 @@ def count_label_stats(
     num_classes: int,
     *,
     ignore_index: int | None = None,
-    key: str | None = None,
+    key: str | int | None = None,
     chunk_size: int | None = None,
     num_threads: int | None = None,
     device: str | torch.device | None = None,

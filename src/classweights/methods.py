@@ -5,17 +5,20 @@ working on float64 ``[C]`` tensors, registered by name in :data:`METHODS`.
 :func:`weights_from_counts` validates the input, calls the method, applies the
 zero-count policy, the optional ratio cap and the normalisation.
 
-Zero-count policy: a class the formula cannot weigh (its count is 0, so the
-formula divides by zero, e.g. ``inverse`` with ``smooth=0``) gets the largest
-weight of the other classes. It stays finite and positive, and ranks the
-unseen class with the rarest seen one.
+Zero-count policy: a class whose formula is not finite (its count is 0 and
+the formula divides by it, e.g. ``inverse`` with ``smooth=0``) gets the
+largest weight of the other classes, so it stays finite and positive. With
+``smooth > 0`` (the default) the formula itself stays finite, and an unseen
+class gets the formula's value at ``n_c = 0``, e.g. ``1 / sqrt(smooth)``,
+which is at least the weight of every seen class.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,6 +67,17 @@ def get_method(method: str) -> WeightMethod:
     if not isinstance(method, str) or method not in METHODS:
         raise ClassWeightError(f"Expected `method` to be one of {sorted(METHODS)}, but got {method!r}")
     return METHODS[method]
+
+
+def check_method(method: str, params: Mapping[str, Any]) -> WeightMethod:
+    """The function of ``method``, after checking that it accepts every name in ``params``."""
+    function = get_method(method)
+    accepted = inspect.signature(function).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        known = sorted(p for p in accepted if p not in ("counts", "smooth"))
+        raise ClassWeightError(f"method {method!r} takes parameters {known or 'none'}, but got {unknown}")
+    return function
 
 
 def needs_image_pixels(method: str) -> bool:
@@ -118,9 +132,9 @@ def enet(counts: torch.Tensor, *, smooth: float, c: float = 1.02) -> torch.Tenso
 
     Paszke et al. 2016, "ENet: A Deep Neural Network Architecture for Real-Time
     Semantic Segmentation". ``c = 1.02`` bounds the weights to ``[1/ln(1+c), 1/ln(c)]``
-    (about 1.43 to 50.5).
+    (about 1.42 to 50.5).
     """
-    if not (isinstance(c, (int, float)) and math.isfinite(c) and c > 1):
+    if not (_is_real(c) and math.isfinite(c) and c > 1):
         raise ClassWeightError(f"Expected `c` for 'enet' to be a number > 1, but got {c!r}")
     smoothed = counts + smooth
     return 1.0 / torch.log(c + smoothed / smoothed.sum())
@@ -156,9 +170,12 @@ def effective_number(counts: torch.Tensor, *, smooth: float, beta: float = 0.999
     """Effective number of samples: ``w_c = (1 - beta) / (1 - beta ** (n_c + s))``.
 
     Cui et al. 2019, "Class-Balanced Loss Based on Effective Number of Samples".
-    ``beta -> 0`` gives uniform weights, ``beta -> 1`` inverse frequency.
+    ``beta -> 0`` gives uniform weights, ``beta -> 1`` inverse frequency. Classes
+    with ``n_c >> 1 / (1 - beta)`` all get about ``1 - beta``: the paper's
+    ``beta = 0.9999`` suits sample counts; for pixel counts in the millions,
+    pass a ``beta`` closer to 1 (e.g. ``0.9999999``).
     """
-    if not (isinstance(beta, (int, float)) and 0 <= beta < 1):
+    if not (_is_real(beta) and 0 <= beta < 1):
         raise ClassWeightError(f"Expected `beta` for 'effective_number' to be in [0, 1), but got {beta!r}")
     return (1.0 - beta) / -torch.expm1((counts + smooth) * math.log(beta)) if beta > 0 else torch.ones_like(counts)
 
@@ -206,16 +223,11 @@ def weights_from_counts(
     if not bool(torch.isfinite(n).all()) or bool((n < 0).any()):
         i = int((~torch.isfinite(n) | (n < 0)).nonzero()[0])
         raise ClassWeightError(f"Expected every count to be finite and >= 0, but class {i} has count {float(n[i])!r}")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not math.isfinite(smooth) or smooth < 0:
+    if not _is_real(smooth) or not math.isfinite(smooth) or smooth < 0:
         raise ClassWeightError(f"Expected `smooth` to be a finite number >= 0, but got {smooth!r}")
-    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 1):
+    if clip is not None and not (_is_real(clip) and clip >= 1):
         raise ClassWeightError(f"Expected `clip` to be None or a number >= 1, but got {clip!r}")
-    function = get_method(method)
-    accepted = inspect.signature(function).parameters
-    unknown = sorted(set(method_params) - set(accepted))
-    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        known = sorted(p for p in accepted if p not in ("counts", "smooth"))
-        raise ClassWeightError(f"method {method!r} takes parameters {known or 'none'}, but got {unknown}")
+    function = check_method(method, method_params)
     if method != "uniform" and float((n + smooth).sum()) == 0:
         raise ClassWeightError("Expected at least one non-zero count (or smooth > 0), but every count is 0")
 
@@ -241,6 +253,10 @@ def _fill_zero_count_classes(weights: torch.Tensor, counts: torch.Tensor, method
             raise ClassWeightError(f"method {method!r} could not weigh any class; expected at least one non-zero count")
         weights = weights.masked_fill(invalid, float(weights[~invalid].max()))
     return weights
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _as_float64(values: Any, name: str) -> torch.Tensor:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .counting import count_label_stats
-from .methods import needs_image_pixels, weights_from_counts
+from .methods import check_method, needs_image_pixels, weights_from_counts
 from .validation import validate_weights
 
 _COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", "progress")
@@ -41,7 +41,9 @@ def compute_class_weights(
         tensor([0.5333, 2.6667, 1.3333])
     """
     count_options = {k: kwargs.pop(k) for k in _COUNT_OPTIONS if k in kwargs}
-    presence = needs_image_pixels(method)  # also rejects an unknown method before any counting
+    # Reject an unknown method or parameter before a possibly long counting pass.
+    check_method(method, {k: v for k, v in kwargs.items() if k != "clip"})
+    presence = needs_image_pixels(method)
     stats = count_label_stats(dataset, num_classes, presence=presence, **count_options)
     if presence:
         kwargs.setdefault("image_pixels", stats.image_pixels)

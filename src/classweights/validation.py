@@ -25,7 +25,7 @@ def validate_weights(weights: Any, num_classes: int) -> torch.Tensor:
         >>> validate_weights([0.5, float("nan")], num_classes=2)
         Traceback (most recent call last):
         ...
-        classweights._errors.ClassWeightError: Expected the weight of class 1 to be finite, but got nan
+        classweights.ClassWeightError: Expected the weight of class 1 to be finite, but got nan
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ClassWeightError(f"Expected `num_classes` to be a positive integer, but got {num_classes!r}")
