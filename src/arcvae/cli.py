@@ -1,15 +1,42 @@
-"""The ``arcvae`` command line."""
+"""The ``arcvae`` command line: ``weights``, ``data`` and ``train``.
+
+Only Typer and the standard library are imported here, so ``arcvae --help``
+stays fast; each command imports torch and the library when it runs.
+"""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(name="arcvae", help="Train a Beta-VAE on 16x16 ARC-style colour grids, with class weights.", no_args_is_help=True)
+from .commands.data import app as data_app
+from .commands.train import train_command
+from .commands.weights import app as weights_app
+
+app = typer.Typer(
+    name="arcvae",
+    help="Train a Beta-VAE on 16x16 ARC-style colour grids, with class weights from classweights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(weights_app, name="weights")
+app.add_typer(data_app, name="data")
+app.command("train")(train_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"arcvae {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
-    """Train a Beta-VAE on 16x16 ARC-style colour grids, with class weights."""
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Train a Beta-VAE on 16x16 ARC-style colour grids, with class weights from classweights."""
 
 
 def main() -> None:

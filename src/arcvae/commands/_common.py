@@ -1,0 +1,51 @@
+"""What every command shares: turning user errors into one red line and exit code 1."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from ..errors import ArcvaeError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """ArcvaeError, or classweights' ClassWeightError (checked without importing torch)."""
+    if isinstance(exc, ArcvaeError):
+        return True
+    errors = sys.modules.get("classweights._errors")
+    return errors is not None and isinstance(exc, errors.ClassWeightError)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``error: message`` in red on stderr; return the Exit to raise."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(code)
+
+
+def user_errors(command: F) -> F:
+    """Decorate a command: bad input and I/O failures end in one line on stderr and exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except OSError as exc:
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            raise fail(f"{exc.strerror or exc}{where}") from None
+        except Exception as exc:
+            if is_user_error(exc):
+                raise fail(str(exc)) from None
+            raise
+
+    return wrapper  # type: ignore[return-value]

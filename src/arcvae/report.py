@@ -1,0 +1,97 @@
+"""Console output of a training run, in the layout of the spec's expected output."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .metrics import format_per_class
+
+RULE = "─" * 70
+
+
+def default_console() -> Console:
+    """Stdout; lines are never wrapped, and logs (not a terminal) get 120 columns for the progress bars."""
+    console = Console(highlight=False, soft_wrap=True)
+    return console if console.is_terminal else Console(highlight=False, soft_wrap=True, width=120)
+
+
+class Reporter:
+    """Prints what the trainer tells it; owns the Rich console and progress bars."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or default_console()
+        self._progress: Progress | None = None
+
+    # ------------------------------------------------------------ basics ----
+
+    def print(self, text: str = "", *, style: str | None = None) -> None:
+        target = self._progress.console if self._progress is not None else self.console
+        target.print(escape(text), style=style, highlight=False)
+
+    def section(self, title: str) -> None:
+        self.print()
+        self.print(RULE)
+        self.print(title)
+        self.print(RULE)
+
+    def warn(self, text: str) -> None:
+        self.print(f"[WARNING] {text}", style="yellow")
+
+    # ------------------------------------------------------------ blocks ----
+
+    def class_weight_analysis(self, *, method: str, source: str, weights: Sequence[float]) -> None:
+        low, high = min(weights), max(weights)
+        self.section("Class Weight Analysis")
+        self.print(f"  Method: {method}")
+        self.print(f"  Source: {source}")
+        self.print(f"  Weight range: {low:.4f} - {high:.4f}")
+        self.print(f"  Weight ratio (max/min): {high / low:.2f}x")
+        self.print()
+        self.print("Class weights:")
+        for color, weight in enumerate(weights):
+            self.print(f"  Color {color}: {weight:.4f}")
+
+    def per_class(self, per_class: list[float | None], *, prefix: str = "  Per-class accuracy") -> None:
+        self.print(f"{prefix}: {format_per_class(per_class)}")
+
+    # ---------------------------------------------------------- progress ----
+
+    @contextmanager
+    def epoch_bar(self, description: str, total: int) -> Iterator[EpochBar]:
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            transient=False,
+        )
+        self._progress = progress
+        try:
+            with progress:
+                yield EpochBar(progress, progress.add_task(description, total=total, stats=""))
+        finally:
+            self._progress = None
+
+
+class EpochBar:
+    """One epoch's progress bar: ``advance`` every step, ``show`` the latest numbers."""
+
+    def __init__(self, progress: Progress, task: TaskID) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, steps: int = 1) -> None:
+        self._progress.advance(self._task, steps)
+
+    def show(self, **values: Any) -> None:
+        stats = ", ".join(f"{k}={v:.3f}" if k != "β" else f"{k}={v:.2f}" for k, v in values.items())
+        self._progress.update(self._task, stats=stats)
