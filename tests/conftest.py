@@ -30,3 +30,17 @@ def grids() -> np.ndarray:
     labels = rng.integers(1, 10, size=(300, 16, 16), dtype=np.uint8)
     labels[rng.random((300, 16, 16)) < 0.93] = 0
     return labels
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """A 2,000-grid synthetic corpus (1,600 train grids) on disk."""
+    from arcvae.data import generate_corpus, save_corpus
+
+    return save_corpus(generate_corpus(2000, seed=7), tmp_path_factory.mktemp("corpus") / "tiny.npz")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own cache folder: no test reads or writes the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))

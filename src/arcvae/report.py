@@ -10,15 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .console import default_console
 from .metrics import format_per_class
 
 RULE = "─" * 70
-
-
-def default_console() -> Console:
-    """Stdout; lines are never wrapped, and logs (not a terminal) get 120 columns for the progress bars."""
-    console = Console(highlight=False, soft_wrap=True)
-    return console if console.is_terminal else Console(highlight=False, soft_wrap=True, width=120)
 
 
 class Reporter:

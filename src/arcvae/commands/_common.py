@@ -24,10 +24,11 @@ def is_user_error(exc: BaseException) -> bool:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` in red on stderr; return the Exit to raise."""
-    from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}")
+    from ..console import default_console
+
+    default_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 

@@ -19,7 +19,7 @@ Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing file
 
 
 def _write(kind: str, out: Path, num_images: int, seed: int, force: bool) -> None:
-    from rich.console import Console
+    from ..console import default_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .. import data
@@ -31,7 +31,7 @@ def _write(kind: str, out: Path, num_images: int, seed: int, force: bool) -> Non
     if not out.parent.exists():
         raise ArcvaeError(f"the folder of --out, {str(out.parent)!r}, does not exist")
     make = data.generate_corpus if kind == "synthetic" else data.arc_corpus
-    console = Console(highlight=False)
+    console = default_console()
     with Progress(TextColumn(f"Making {kind} grids"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("make", total=num_images)
         splits = make(num_images, seed=seed, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -67,7 +67,7 @@ def arc(out: OutOption, num_images: NumImages = 100_000, seed: Seed = 42, force:
 def info(path: Annotated[Path, typer.Argument(help="A corpus .npz file.", show_default=False)]) -> None:
     """Validate a corpus and print its splits and colour shares."""
     import numpy as np
-    from rich.console import Console
+    from ..console import default_console
     from rich.table import Table
 
     from .. import data
@@ -81,4 +81,4 @@ def info(path: Annotated[Path, typer.Argument(help="A corpus .npz file.", show_d
     for name, grids in splits.items():
         shares = np.bincount(grids.reshape(-1), minlength=data.NUM_COLORS) / grids.size
         table.add_row(name, f"{len(grids):,}", *(f"{s:.1%}" for s in shares))
-    Console(highlight=False).print(table)
+    default_console().print(table)

@@ -80,6 +80,4 @@ def train_command(
         import classweights.methods
 
         classweights.methods.get_method(config.weights_method)  # fail before loading data
-    result = train(config, resume=resume)
-    if config.overfit_batch and not result.reached_target and resume is None:
-        raise typer.Exit(3)
+    train(config, resume=resume)

@@ -47,9 +47,9 @@ def compute(
         typer.echo(json.dumps(record))
         return
     _print_table(stats.counts.tolist(), values, title=f"{method} weights for {data} ({stats.num_images:,} samples, {stats.num_labels:,} labels)")
-    from rich.console import Console
+    from ..console import default_console
 
-    console = Console(highlight=False)
+    console = default_console()
     console.print(f"Weight ratio (max/min): {ratio:.2f}x")
     if out is not None:
         console.print(f"[WEIGHTS] Saved to: {out}")
@@ -58,10 +58,10 @@ def compute(
 def _count(data: Path, num_classes: int, *, key: str | None, ignore_index: int | None, presence: bool, quiet: bool) -> Any:
     """Count with a progress bar on stderr (hidden with --json or when stderr is not a terminal)."""
     import classweights
-    from rich.console import Console
+    from ..console import default_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    console = Console(stderr=True)
+    console = default_console(stderr=True)
     if quiet or not console.is_terminal:
         return classweights.count_label_stats(data, num_classes, key=key, ignore_index=ignore_index, presence=presence)
     with Progress(TextColumn("Counting labels"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
@@ -73,7 +73,7 @@ def _count(data: Path, num_classes: int, *, key: str | None, ignore_index: int |
 
 
 def _print_table(counts: list[int] | None, weights: list[float], *, title: str) -> None:
-    from rich.console import Console
+    from ..console import default_console
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
@@ -88,7 +88,7 @@ def _print_table(counts: list[int] | None, weights: list[float], *, title: str) 
         if counts is not None:
             row += [f"{counts[c]:,}", f"{counts[c] / total:.2%}" if total else "-"]
         table.add_row(*row, f"{w:.4f}")
-    Console(highlight=False).print(table)
+    default_console().print(table)
 
 
 @app.command("show")
@@ -109,9 +109,9 @@ def show(
     if not (isinstance(counts, list) and len(counts) == len(values)):
         counts = None
     _print_table(counts, values, title=f"Class weights in {path}")
-    from rich.console import Console
+    from ..console import default_console
 
-    console = Console(highlight=False)
+    console = default_console()
     console.print(f"Weight ratio (max/min): {max(values) / min(values):.2f}x" if min(values) > 0 else "Weight ratio (max/min): inf")
     for k, v in meta.items():
         if k != "counts":

@@ -1,0 +1,147 @@
+"""Training end to end on generated data (CPU only)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from rich.console import Console
+
+from arcvae import trainer
+from arcvae.config import TrainConfig
+from arcvae.errors import ArcvaeError
+from arcvae.report import Reporter
+
+
+def quiet() -> tuple[Reporter, io.StringIO]:
+    buffer = io.StringIO()
+    return Reporter(Console(file=buffer, width=200, soft_wrap=True)), buffer
+
+
+def records(run_dir, kind):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
+
+
+@pytest.mark.slow
+def test_overfit_mode_memorises_the_batch_within_10_epochs(tiny_corpus, tmp_path):
+    report, out = quiet()
+    result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True), report)
+    text = out.getvalue()
+    assert result.reached_target and result.epochs_run <= 10
+    assert result.final["pixel_accuracy"] >= 0.95 and result.final["foreground_accuracy"] > 0.8
+    assert "✓ Overfitting target achieved!" in text and "[MODEL] Created: 801,034 parameters" in text
+    assert "[OVERFIT MODE] Computing class weights from FULL dataset..." in text
+    assert "Computing class weights from 1600 samples..." in text  # the full split, not the 32-grid batch
+    assert "Batch total pixels: 8192" in text and "Class Weight Analysis" in text and "Per-class accuracy: [" in text
+    saved = json.loads((tmp_path / "run" / "class_weights.json").read_text())
+    assert sum(saved["metadata"]["counts"]) == 1600 * 256
+    steps = records(tmp_path / "run", "step")
+    assert steps and {"loss", "pixel_accuracy", "foreground_accuracy", "per_class_accuracy", "beta", "lr"} <= set(steps[0])
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_without_class_weights_the_batch_collapses_towards_black(tiny_corpus, tmp_path):
+    report, out = quiet()
+    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, epochs=6, use_class_weights=False)
+    result = trainer.train(config, report)
+    assert "without class weights" in out.getvalue()
+    assert not (tmp_path / "run" / "class_weights.json").exists()
+    assert result.final["foreground_accuracy"] < 0.5
+
+
+def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
+    report, out = quiet()
+    result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, batch_size=64, log_every_n_steps=5), report)
+    run = tmp_path / "run"
+    assert result.epochs_run == 3 and result.best_val_loss is not None
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    epochs = records(run, "epoch")
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert {"val_loss", "val_pixel_accuracy", "val_foreground_accuracy", "val_balanced_accuracy", "val_per_class_accuracy", "lr"} <= set(epochs[0])
+    assert json.loads((run / "config.json").read_text())["quick_test"] is True
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "weights_fingerprint"} <= set(state)
+    assert state["epoch"] == 3 and "[Val] Per-class accuracy" in out.getvalue()
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_corpus, tmp_path, monkeypatch):
+    config = dict(data=str(tiny_corpus), quick_test=True, batch_size=64, log_every_n_steps=5, seed=3)
+    trainer.train(TrainConfig(out=str(tmp_path / "straight"), **config), quiet()[0])
+
+    real_save = trainer._save
+
+    def crash_after_first_epoch(state, epoch, name="last.pt"):
+        real_save(state, epoch, name)
+        if epoch == 1 and name == "last.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(TrainConfig(out=str(tmp_path / "resumed"), **config), quiet()[0])
+    monkeypatch.setattr(trainer, "_save", real_save)
+    report, out = quiet()
+    trainer.train(TrainConfig(), report, resume=tmp_path / "resumed")
+    assert "[RESUME]" in out.getvalue()
+    straight, resumed = records(tmp_path / "straight", "epoch"), records(tmp_path / "resumed", "epoch")
+    assert [r["epoch"] for r in resumed] == [1, 2, 3]
+    for a, b in zip(straight, resumed):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        assert a["val_per_class_accuracy"] == pytest.approx(b["val_per_class_accuracy"])
+
+
+def test_resume_refuses_changed_data(tiny_corpus, tmp_path):
+    import numpy as np
+
+    from arcvae.data import load_corpus, save_corpus
+
+    splits = load_corpus(tiny_corpus)
+    copy = save_corpus(splits, tmp_path / "copy.npz")
+    trainer.train(TrainConfig(data=str(copy), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
+    splits["train"] = np.where(splits["train"] == 3, 4, splits["train"]).astype(np.uint8)
+    save_corpus(splits, copy)
+    with pytest.raises(ArcvaeError, match="cannot resume .* class weights came from other data"):
+        trainer.train(TrainConfig(), quiet()[0], resume=tmp_path / "run")
+
+
+def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):
+    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True)
+    trainer.train(config, quiet()[0])
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    with pytest.raises(ArcvaeError, match="already holds a run; pass --resume"):
+        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+
+
+def test_cached_weights_are_reused(tiny_corpus, tmp_path):
+    base = dict(data=str(tiny_corpus), overfit_batch=True, quick_test=True)
+    trainer.train(TrainConfig(out=str(tmp_path / "a"), **base), quiet()[0])
+    report, out = quiet()
+    trainer.train(TrainConfig(out=str(tmp_path / "b"), use_cached_weights=True, **base), report)
+    assert "[WEIGHTS] Loaded cached weights from:" in out.getvalue()
+    a, b = (json.loads((tmp_path / r / "class_weights.json").read_text()) for r in ("a", "b"))
+    assert a["weights"] == b["weights"]
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+def test_unavailable_device_is_a_clear_error(device):
+    available = torch.cuda.is_available() if device == "cuda" else torch.backends.mps.is_available()
+    if available:
+        pytest.skip(f"{device} is available here")
+    with pytest.raises(ArcvaeError, match=f"device '{device}' was requested, but"):
+        trainer.resolve_device(device)
+
+
+def test_load_checkpoint_never_runs_code(tmp_path):
+    class Planted:
+        def __reduce__(self):
+            return (exec, ("open('pwned', 'w').write('x')",))
+
+    path = tmp_path / "last.pt"
+    torch.save({"version": 1, "evil": Planted()}, path)
+    with pytest.raises(ArcvaeError, match="could not load checkpoint"):
+        trainer.load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()
