@@ -209,3 +209,10 @@ def _tiny(progress):
 def test_written_npz_is_a_zip_with_three_members(tiny_corpus):
     with zipfile.ZipFile(tiny_corpus) as archive:
         assert sorted(archive.namelist()) == ["test.npy", "train.npy", "val.npy"]
+
+
+def test_resume_refuses_other_options_but_accepts_device(tiny_corpus, tmp_path):
+    assert run("train", "--overfit-batch", "--quick-test", "--data", tiny_corpus, "--out", tmp_path / "run").exit_code == 0
+    assert_one_line_error(run("train", "--resume", tmp_path / "run", "--epochs", "5", "--lr", "0.1"), "cannot be changed: --epochs, --lr")
+    result = run("train", "--resume", tmp_path / "run", "--device", "cpu")
+    assert result.exit_code == 0 and "already finished" in result.stdout

@@ -22,6 +22,9 @@ from arcvae.data import (
     generate_corpus,
     load_corpus,
     load_split,
+    _arc_sources,
+    _sample_splits,
+    _split_tasks,
     save_corpus,
 )
 from arcvae.errors import ArcvaeError
@@ -192,6 +195,67 @@ def test_arc_is_deterministic_per_seed(arc: dict[str, np.ndarray]) -> None:
     assert other["train"].tobytes() != arc["train"].tobytes()
 
 
+def test_arc_tasks_split_disjoint_covering_and_seeded() -> None:
+    tasks = _arc_sources()[3]
+    parts = _split_tasks(tasks, seed=3)
+    assert tuple(parts) == SPLITS
+    every = set(tasks.tolist())
+    assert len(every) == 1_120
+    assert sorted(parts["train"] + parts["val"] + parts["test"]) == sorted(every)  # disjoint and covering
+    assert [len(parts[name]) for name in SPLITS] == [896, 112, 112]
+    assert _split_tasks(tasks, seed=3) == parts
+    assert _split_tasks(tasks[::-1], seed=3) == parts  # order of the sources does not matter
+    assert _split_tasks(tasks, seed=4)["val"] != parts["val"]
+
+
+def test_split_tasks_needs_three_tasks() -> None:
+    with pytest.raises(ArcvaeError, match="distinct tasks"):
+        _split_tasks(["a", "b", "a"], seed=0)
+
+
+def test_each_split_samples_only_its_own_tasks() -> None:
+    """Synthetic sources whose task survives augmentation: task k's grids have k+1 coloured pixels.
+
+    Cropping never happens (sources are at most 16x16), and padding, turning
+    and recolouring 1-9 keep the number of non-zero pixels.
+    """
+    num_tasks, per_task = 40, 3
+    sources = np.zeros((num_tasks * per_task, 30, 30), dtype=np.uint8)
+    heights = np.zeros(len(sources), dtype=np.int64)
+    widths = np.zeros(len(sources), dtype=np.int64)
+    tasks = []
+    for k in range(num_tasks):
+        for j in range(per_task):
+            i = k * per_task + j
+            side = 7 + j  # 7x7 .. 9x9 boxes hold the k+1 <= 40 pixels
+            flat = np.zeros(side * side, dtype=np.uint8)
+            flat[: k + 1] = 1 + (np.arange(k + 1) % 9)
+            sources[i, :side, :side] = flat.reshape(side, side)
+            heights[i] = widths[i] = side
+            tasks.append(f"task{k:02d}")
+    corpus = _sample_splits(sources, heights, widths, np.array(tasks), 2_000, seed=11)
+    parts = _split_tasks(tasks, seed=11)
+    assert [len(corpus[name]) for name in SPLITS] == [1_600, 200, 200]
+    seen_all = set()
+    for name in SPLITS:
+        grids = corpus[name]
+        assert grids.dtype == np.uint8
+        seen = {f"task{n - 1:02d}" for n in (grids != 0).reshape(len(grids), -1).sum(axis=1).tolist()}
+        assert seen <= set(parts[name]), name
+        assert seen_all.isdisjoint(seen)
+        seen_all |= seen
+    assert len(seen_all) > 0.9 * num_tasks  # every split really drew from its pool
+    again = _sample_splits(sources, heights, widths, np.array(tasks), 2_000, seed=11)
+    assert all(again[name].tobytes() == corpus[name].tobytes() for name in SPLITS)
+
+
+def test_arc_progress_reports_blocks_per_split() -> None:
+    calls: list[tuple[int, int]] = []
+    arc_corpus(25_000, seed=1, progress=lambda done, total: calls.append((done, total)))
+    # train 20,000 in two blocks, then val and test 2,500 each
+    assert calls == [(10_000, 25_000), (20_000, 25_000), (22_500, 25_000), (25_000, 25_000)]
+
+
 # --------------------------------------------------------------------------- #
 # save_corpus / load_split / load_corpus
 # --------------------------------------------------------------------------- #
@@ -220,6 +284,18 @@ def test_round_trip_any_integer_dtype(n: int, seed: int, dtype: type) -> None:
         loaded = load_split(path)
     assert loaded.dtype == np.uint8
     np.testing.assert_array_equal(loaded, grids.astype(np.uint8))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_file_honours_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    previous = os.umask(umask)
+    try:
+        path = save_corpus({"train": _valid(2, 0)}, tmp_path / "c.npz")
+        assert os.umask(umask) == umask  # save_corpus left the umask as it found it
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == mode
 
 
 def test_save_overwrites_existing_file(tmp_path: Path) -> None:

@@ -190,3 +190,16 @@ def test_a_broken_method_is_caught():
 def test_numpy_scalars_are_accepted_as_parameters():
     a = weights_from_counts([10, 1], "effective_number", smooth=np.float32(1.0), beta=np.float64(0.5), clip=np.int64(3))
     assert a.tolist() == weights_from_counts([10, 1], "effective_number", smooth=1.0, beta=0.5, clip=3).tolist()
+
+
+@given(counts=counts_strategy, data=st.data())
+def test_an_ignored_class_gets_zero_and_leaves_the_others_as_without_it(counts, data):
+    c = np.array(counts)
+    ignored = data.draw(st.integers(0, len(c) - 1))
+    keep = np.arange(len(c)) != ignored
+    if len(c) == 1 or c[keep].sum() == 0:
+        return
+    got = weights_from_counts(c, "sqrt_inverse", ignore_index=ignored).numpy()
+    assert got[ignored] == 0.0
+    np.testing.assert_allclose(got[keep], weights_from_counts(c[keep], "sqrt_inverse").numpy(), rtol=1e-6)
+    assert weights_from_counts(c, ignore_index=len(c) + 5).tolist() == weights_from_counts(c).tolist()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -144,3 +145,12 @@ def test_unwritable_folder(tmp_path, monkeypatch):
     with pytest.raises(ClassWeightError, match="could not write class weights to .*Permission denied"):
         save_class_weights([1.0], tmp_path / "w.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_files_honour_the_umask(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        save_class_weights([1.0], tmp_path / "w.json")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "w.json").stat().st_mode & 0o777 == 0o644

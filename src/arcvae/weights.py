@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import classweights
+from classweights.pipeline import count_and_weigh
 from classweights.storage import FORMAT_VERSION
 
 
@@ -87,10 +88,7 @@ def resolve_class_weights(
         except (classweights.ClassWeightError, KeyError, TypeError, ValueError) as exc:
             warn(f"ignoring the cached weights at {cache_path} ({exc}); recomputing")
 
-    stats = classweights.count_label_stats(labels, num_classes, progress=progress)
-    weights = classweights.validate_weights(
-        classweights.weights_from_counts(stats.counts, method, smooth=smooth), num_classes
-    )
+    stats, weights = count_and_weigh(labels, num_classes, method, smooth=smooth, progress=progress)
     result = ClassWeights(weights, stats.counts, method, smooth, stats.num_images, print_hash, cache_path, False)
     if cache_path is not None:
         try:

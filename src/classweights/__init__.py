@@ -17,7 +17,7 @@ Example:
 from ._errors import ClassWeightError
 from .counting import LabelStats, count_label_stats, count_labels
 from .methods import METHODS, register_method, weights_from_counts
-from .pipeline import compute_class_weights
+from .pipeline import compute_class_weights, count_and_weigh
 from .storage import load_class_weights, save_class_weights
 from .validation import validate_weights
 
@@ -28,6 +28,7 @@ __all__ = [
     "ClassWeightError",
     "LabelStats",
     "compute_class_weights",
+    "count_and_weigh",
     "count_label_stats",
     "count_labels",
     "load_class_weights",

@@ -190,6 +190,7 @@ def weights_from_counts(
     smooth: float = 1.0,
     normalize: bool = True,
     clip: float | None = None,
+    ignore_index: int | None = None,
     **method_params: Any,
 ) -> torch.Tensor:
     """Compute class weights from per-class counts.
@@ -203,6 +204,9 @@ def weights_from_counts(
         normalize: rescale so the weights sum to ``C`` (mean 1).
         clip: if given (``>= 1``), cap the max/min weight ratio at ``clip`` by
             raising the smallest weights to ``max / clip`` (before normalising).
+        ignore_index: a class in ``[0, C)`` that the loss ignores: it gets weight
+            0 and takes no part in the method or the normalisation (the other
+            weights then sum to ``C - 1``). Out-of-range values change nothing.
         **method_params: method parameters, e.g. ``beta`` for
             ``effective_number``, ``c`` for ``enet``, ``image_pixels`` for
             ``median_frequency``.
@@ -228,6 +232,13 @@ def weights_from_counts(
     if clip is not None and not (_is_real(clip) and clip >= 1):
         raise ClassWeightError(f"Expected `clip` to be None or a number >= 1, but got {clip!r}")
     function = check_method(method, method_params)
+    if ignore_index is not None and 0 <= ignore_index < n.numel():
+        if n.numel() == 1:
+            raise ClassWeightError(f"Expected a class besides ignore_index={ignore_index}, but there is only one class")
+        keep = torch.arange(n.numel()) != ignore_index
+        params = {k: (_as_float64(v, k)[keep] if k == "image_pixels" and v is not None else v) for k, v in method_params.items()}
+        kept = weights_from_counts(n[keep], method, smooth=smooth, normalize=normalize, clip=clip, **params)
+        return torch.zeros(n.numel(), dtype=torch.float32).masked_scatter(keep, kept)
     if method != "uniform" and float((n + smooth).sum()) == 0:
         raise ClassWeightError("Expected at least one non-zero count (or smooth > 0), but every count is 0")
 

@@ -26,6 +26,7 @@ class BetaChoice(str, Enum):
 
 @user_errors
 def train_command(
+    ctx: typer.Context,
     data: Annotated[Optional[Path], typer.Option(help="Corpus .npz with train/val/test (default: the synthetic corpus in the cache folder, generated on first use).", show_default=False)] = None,
     overfit_batch: Annotated[bool, typer.Option("--overfit-batch", help="Memorise one batch of 32 training grids (50 steps per epoch) until --target-accuracy.")] = False,
     quick_test: Annotated[bool, typer.Option("--quick-test", help="A short smoke run: at most 3 epochs, small subsets.")] = False,
@@ -46,13 +47,20 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.auto,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<time>).", show_default=False)] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint (its saved options apply).", show_default=False)] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too).", show_default=False)] = None,
     log_every_n_steps: Annotated[int, typer.Option(help="Print per-class accuracy and log metrics every N steps.")] = 10,
 ) -> None:
     """Train the Beta-VAE with focal loss and class weights from the full training split."""
     from ..config import TrainConfig
+    from ..errors import ArcvaeError
     from ..trainer import train
 
+    if resume is not None:
+        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "device") and _on_command_line(ctx, p.name)]
+        if given:
+            raise ArcvaeError(f"--resume continues a run with its saved options; these cannot be changed: {', '.join(given)}")
+        train(TrainConfig(), resume=resume, device=None if device is DeviceChoice.auto and not _on_command_line(ctx, "device") else device.value)
+        return
     config = TrainConfig(
         data=None if data is None else str(data),
         out=None if out is None else str(out),
@@ -80,4 +88,9 @@ def train_command(
         import classweights.methods
 
         classweights.methods.get_method(config.weights_method)  # fail before loading data
-    train(config, resume=resume)
+    train(config)
+
+
+def _on_command_line(ctx: typer.Context, name: str | None) -> bool:
+    source = None if name is None else ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"  # by name: Typer may bundle its own click

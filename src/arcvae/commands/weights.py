@@ -28,15 +28,15 @@ def compute(
 ) -> None:
     """Count the labels in DATA and turn the counts into class weights."""
     import classweights
-    from classweights.methods import needs_image_pixels
+    from classweights.pipeline import count_and_weigh
 
-    needs_presence = needs_image_pixels(method)  # an unknown method fails here, before counting
-    stats = _count(data, num_classes, key=key, ignore_index=ignore_index, presence=needs_presence, quiet=as_json)
-    params = {"image_pixels": stats.image_pixels} if needs_presence else {}
-    weights = classweights.weights_from_counts(stats.counts, method, smooth=smooth, normalize=normalize, **params)
-    weights = classweights.validate_weights(weights, num_classes)
+    stats, weights = _with_progress(
+        lambda progress: count_and_weigh(data, num_classes, method, smooth=smooth, normalize=normalize, key=key, ignore_index=ignore_index, progress=progress),
+        quiet=as_json,
+    )  # fmt: skip
     values = weights.tolist()
-    ratio = max(values) / min(values) if min(values) > 0 else float("inf")
+    positive = [v for v in values if v > 0]  # an ignored class has weight 0
+    ratio = max(positive) / min(positive)
     if out is not None:
         classweights.save_class_weights(
             weights, out, counts=stats.counts, method=method, smooth=smooth, normalize=normalize,
@@ -55,21 +55,18 @@ def compute(
         console.print(f"[WEIGHTS] Saved to: {out}")
 
 
-def _count(data: Path, num_classes: int, *, key: str | None, ignore_index: int | None, presence: bool, quiet: bool) -> Any:
-    """Count with a progress bar on stderr (hidden with --json or when stderr is not a terminal)."""
-    import classweights
-    from ..console import default_console
+def _with_progress(work: Any, *, quiet: bool) -> Any:
+    """Run ``work(progress)`` with a counting progress bar on stderr (none with --json or off a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..console import default_console
 
     console = default_console(stderr=True)
     if quiet or not console.is_terminal:
-        return classweights.count_label_stats(data, num_classes, key=key, ignore_index=ignore_index, presence=presence)
+        return work(None)
     with Progress(TextColumn("Counting labels"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=True) as bar:
         task = bar.add_task("count", total=None)
-        return classweights.count_label_stats(
-            data, num_classes, key=key, ignore_index=ignore_index, presence=presence,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )  # fmt: skip
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _print_table(counts: list[int] | None, weights: list[float], *, title: str) -> None:
@@ -112,7 +109,8 @@ def show(
     from ..console import default_console
 
     console = default_console()
-    console.print(f"Weight ratio (max/min): {max(values) / min(values):.2f}x" if min(values) > 0 else "Weight ratio (max/min): inf")
+    positive = [v for v in values if v > 0]
+    console.print(f"Weight ratio (max/min over non-zero weights): {max(positive) / min(positive):.2f}x")
     for k, v in meta.items():
         if k != "counts":
             console.print(f"  {k}: {v}")
