@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -610,13 +609,6 @@ def _validate_grids(array: np.ndarray, where: str) -> np.ndarray:
     return array.astype(np.uint8, copy=False)
 
 
-def _current_umask() -> int:
-    """The process umask (``os.umask`` can only be read by setting it, so it is restored at once)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_corpus(splits: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> Path:
     """Write the ``splits`` to a compressed ``.npz`` at ``path``, atomically.
 
@@ -648,21 +640,10 @@ def save_corpus(splits: Mapping[str, np.ndarray], path: str | os.PathLike[str]) 
             raise ArcvaeError(f"Expected split names to be non-empty strings, but got {key!r} for '{target}'")
         arrays[key] = _validate_grids(grids, f"'{target}'[{key!r}]")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            # mkstemp creates the file 0600; give it the mode open() would: 0666 minus the umask
-            os.chmod(tmp, 0o666 & ~_current_umask())
-            np.savez_compressed(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from classweights.storage import atomic_open  # imported here: it brings torch
+
+    with atomic_open(target) as handle:
+        np.savez_compressed(handle, **arrays)
     return target
 
 
