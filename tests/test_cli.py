@@ -165,7 +165,8 @@ def test_train_other_errors(tmp_path, tiny_corpus):
     assert_one_line_error(run("train", "--data", tmp_path / "none.npz"), "none.npz", "does not exist")
     assert_one_line_error(run("train", "--resume", tmp_path / "norun"), "no checkpoint at")
     assert_one_line_error(run("train", "--data", tiny_corpus, "--weights-method", "nope"), "Expected `method` to be one of")
-    assert_one_line_error(run("train", "--data", tiny_corpus, "--target-accuracy", "1.5"), "target_accuracy", "1.5")
+    assert run("train", "--data", tiny_corpus, "--target-accuracy", "1.5").exit_code == 2
+    assert run("train", "--data", tiny_corpus, "--epochs", "0").exit_code == 2
     (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
     assert_one_line_error(run("train", "--data", tmp_path / "zip.npz"), "zip.npz")
 
@@ -213,6 +214,14 @@ def test_written_npz_is_a_zip_with_three_members(tiny_corpus):
 
 def test_resume_refuses_other_options_but_accepts_device(tiny_corpus, tmp_path):
     assert run("train", "--overfit-batch", "--quick-test", "--data", tiny_corpus, "--out", tmp_path / "run").exit_code == 0
-    assert_one_line_error(run("train", "--resume", tmp_path / "run", "--epochs", "5", "--lr", "0.1"), "cannot be changed: --epochs, --lr")
+    refused = run("train", "--resume", tmp_path / "run", "--epochs", "5", "--lr", "0.1")
+    assert refused.exit_code == 2 and "cannot be changed: --epochs, --lr" in refused.stderr
     result = run("train", "--resume", tmp_path / "run", "--device", "cpu")
     assert result.exit_code == 0 and "already finished" in result.stdout
+
+
+def test_weights_compute_warns_about_absent_classes(tmp_path):
+    np.save(tmp_path / "l.npy", np.array([0, 1, 1, 0]))
+    result = run("weights", "compute", tmp_path / "l.npy", "--num-classes", "4")
+    assert result.exit_code == 0 and "classes 2, 3 never occur" in result.stderr
+    assert_one_line_error(run("weights", "compute", tmp_path / "l.npy", "--key", "train"), "is a .npy file")

@@ -116,7 +116,7 @@ def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):
     config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True)
     trainer.train(config, quiet()[0])
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
-    with pytest.raises(ArcvaeError, match="is not empty; pass --resume"):
+    with pytest.raises(ArcvaeError, match="already holds a run; pass --resume"):
         trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
 
@@ -191,3 +191,21 @@ def test_early_stopping_waits_for_the_beta_schedule_to_settle(tiny_corpus, tmp_p
     assert [e["val_beta"] for e in epochs][:2] == [0.0, 1.0]
     assert all(e["val_objective"] >= e["val_recon_loss"] for e in epochs)
     assert result.epochs_run >= 2  # patience could not fire while beta was still moving
+
+
+def test_a_folder_left_before_the_first_checkpoint_can_be_reused(tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text('{"type": "step", "step": 99}\n')
+    trainer.train(TrainConfig(data=str(tiny_corpus), out=str(run), overfit_batch=True, quick_test=True), quiet()[0])
+    assert all(r["step"] <= 30 for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ArcvaeError, match="holds other files \\(notes.txt\\)"):
+        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "other"), overfit_batch=True, quick_test=True), quiet()[0])
+
+
+def test_bad_schedule_options_fail_before_any_work():
+    with pytest.raises(ArcvaeError, match="Expected beta_ramp_epochs to be a finite number > 0, but got 0"):
+        TrainConfig(beta_ramp_epochs=0)

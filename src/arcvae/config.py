@@ -64,6 +64,12 @@ class TrainConfig:
                 raise ArcvaeError(f"Expected {name} to be a finite number {'> 0' if name == 'lr' else '>= 0'}, but got {value!r}")
         if not 0 < self.target_accuracy <= 1:
             raise ArcvaeError(f"Expected target_accuracy in (0, 1], but got {self.target_accuracy}")
+        if self.beta_schedule not in ("linear_warmup", "cyclical", "constant"):
+            raise ArcvaeError(f"Expected beta_schedule to be linear_warmup, cyclical or constant, but got {self.beta_schedule!r}")
+        for name, low in (("beta_warmup_epochs", "0"), ("beta_ramp_epochs", "a"), ("beta_cycle_epochs", "a")):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (low == "a" and value == 0):
+                raise ArcvaeError(f"Expected {name} to be a finite number {'>= 0' if low == '0' else '> 0'}, but got {value!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ArcvaeError(f"Expected device to be auto, cpu, cuda or mps, but got {self.device!r}")
 

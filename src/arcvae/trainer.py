@@ -84,6 +84,20 @@ def new_run_dir(config: TrainConfig) -> Path:
     return candidate
 
 
+_RUN_FILES = {"config.json", "class_weights.json", "metrics.jsonl", "result.json", "checkpoints"}
+
+
+def _check_fresh(run_dir: Path) -> None:
+    """A new run may use an empty folder, or one left by a run stopped before its first checkpoint."""
+    if not run_dir.exists():
+        return
+    if (run_dir / "checkpoints" / "last.pt").exists():
+        raise ArcvaeError(f"run folder {str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, or another --out")
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in _RUN_FILES)
+    if foreign:
+        raise ArcvaeError(f"run folder {str(run_dir)!r} holds other files ({', '.join(foreign[:3])}); choose an empty or new --out")
+
+
 def resolve_data_path(config: TrainConfig, report: Reporter) -> Path:
     """``--data`` if given; else the default corpus, generated on first use."""
     if config.data is not None:
@@ -177,8 +191,7 @@ def train(
         report.print(f"[RESUME] {run_dir}: continuing after epoch {checkpoint['epoch']} (step {checkpoint['step']})")
     else:
         run_dir = new_run_dir(config)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ArcvaeError(f"run folder {str(run_dir)!r} is not empty; pass --resume {run_dir} to continue a run there, or another --out")
+        _check_fresh(run_dir)
     target = resolve_device(config.device)
     seed_everything(config.seed)
 
@@ -239,7 +252,7 @@ def train(
     start_epoch = 0
     if checkpoint is not None:
         start_epoch = _restore(state, checkpoint)
-        _truncate_metrics(run_dir / "metrics.jsonl", state.step)
+    _truncate_metrics(run_dir / "metrics.jsonl", state.step)  # a fresh run starts an empty log
     state.logger = _Logger(run_dir / "metrics.jsonl")
     try:
         if config.overfit_batch:
@@ -248,7 +261,7 @@ def train(
             result = _normal_loop(state, train_grids, val_grids, start_epoch, epochs)
     finally:
         state.logger.close()
-    write_json(run_dir / "result.json", _result_record(result))
+    write_json(run_dir / "result.json", _result_record(result, overfit=config.overfit_batch))
     return result
 
 
@@ -279,9 +292,10 @@ def _truncate_metrics(path: Path, step: int) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
 
 
-def _result_record(result: RunResult) -> dict[str, Any]:
-    return {"run_dir": str(result.run_dir), "epochs_run": result.epochs_run, "steps": result.steps,
-            "reached_target": result.reached_target, "best_val_objective": result.best_val_objective, "final": result.final}  # fmt: skip
+def _result_record(result: RunResult, *, overfit: bool) -> dict[str, Any]:
+    return {"run_dir": str(result.run_dir.resolve()), "epochs_run": result.epochs_run, "steps": result.steps,
+            "reached_target": result.reached_target if overfit else None,
+            "best_val_objective": result.best_val_objective, "final": result.final}  # fmt: skip
 
 
 def _result_of(run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
@@ -299,14 +313,16 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
     overfit = config.overfit_batch
     report.section("[OVERFIT MODE] Computing class weights from FULL dataset..." if overfit else "Computing class weights...")
     report.print(f"Loading full dataset for class weight computation... ({data_path})")
-    report.print(f"Computing class weights from {len(train_grids)} samples...")
     step = max(1, len(train_grids) // 8)
-    reported = [0]
+    reported: list[int] = []  # sample counts already printed
 
-    def progress(done: int, total: int | None) -> None:
-        if done - reported[0] >= step or done == total:
+    def progress(done: int, total: int | None) -> None:  # called only when the weights are counted
+        if not reported:
+            report.print(f"Computing class weights from {len(train_grids)} samples...")
+            reported.append(0)
+        if done - reported[-1] >= step or done == total:
             report.print(f"  Processed {done}/{total} samples...")
-            reported[0] = done
+            reported.append(done)
 
     result = resolve_class_weights(
         train_grids, key="train", num_classes=config.num_colors, method=config.weights_method,
@@ -509,11 +525,14 @@ def _normal_loop(s: _LoopState, train_grids: np.ndarray, val_grids: np.ndarray, 
         # evaluate
         final = evaluate(s.model, s.loss_fn, val_loader, beta=s.schedule(epoch + 1), beta_max=c.beta_max, free_bits=c.free_bits)
         _check_finite(s, torch.tensor(final["loss"]))
+        settled = s.schedule.settled_epoch
+        if epoch < settled <= epoch + 1:  # beta has just reached its final value: earlier epochs do not compete
+            s.best_val, s.stale = math.inf, 0
         improved = final["objective"] < s.best_val
         s.best_val = min(s.best_val, final["objective"])
         if improved:
             s.stale = 0
-        elif epoch + 1 > s.schedule.settled_epoch:  # patience counts only once beta has stopped moving
+        elif epoch + 1 >= settled:  # patience counts only once beta has stopped moving
             s.stale += 1
         s.logger.write({"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
                         **{f"val_{k}": v for k, v in final.items()}})  # fmt: skip

@@ -123,6 +123,8 @@ def _open_path(path: Path, key: str | int | None, chunk_size: int) -> Stream:
         raise ClassWeightError(f"Expected a .npy or .npz file, but {str(path)!r} is a directory")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        if isinstance(key, str):
+            raise ClassWeightError(f"key={key!r} picks an array inside a .npz file, but {str(path)!r} is a .npy file holding one array")
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, OSError, EOFError) as exc:

@@ -33,32 +33,31 @@ def train_command(
     no_class_weights: Annotated[bool, typer.Option("--no-class-weights", help="Plain focal loss without class weights (for comparison).")] = False,
     use_cached_weights: Annotated[bool, typer.Option("--use-cached-weights", help="Reuse cached weights for the same data and parameters instead of recounting.")] = False,
     weights_method: Annotated[str, typer.Option(help="Class-weight method from classweights.METHODS.")] = "sqrt_inverse",
-    weights_smooth: Annotated[float, typer.Option(help="Pseudo-count added to every class count.")] = 1.0,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 50,
-    batch_size: Annotated[int, typer.Option(help="Batch size in normal mode (overfit mode uses its batch of 32).")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine-annealed to 1e-5).")] = 5e-4,
-    latent_dim: Annotated[int, typer.Option(help="Latent dimensions of the VAE.")] = 32,
+    weights_smooth: Annotated[float, typer.Option(min=0, help="Pseudo-count added to every class count.")] = 1.0,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 50,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size in normal mode (overfit mode uses its batch of 32).")] = 128,
+    lr: Annotated[float, typer.Option(min=0, help="Adam learning rate (cosine-annealed to 1e-5).")] = 5e-4,
+    latent_dim: Annotated[int, typer.Option(min=1, help="Latent dimensions of the VAE.")] = 32,
     beta_schedule: Annotated[BetaChoice, typer.Option(help="KL weight schedule.")] = BetaChoice.linear_warmup,
-    beta_max: Annotated[float, typer.Option(help="Final (or constant) KL weight.")] = 1.0,
-    beta_warmup_epochs: Annotated[float, typer.Option(help="linear_warmup: epochs with beta = 0 before the ramp.")] = 10.0,
-    beta_ramp_epochs: Annotated[float, typer.Option(help="linear_warmup: epochs to ramp beta from 0 to --beta-max.")] = 10.0,
-    free_bits: Annotated[float, typer.Option(help="Free bits: minimum KL per latent dimension in nats (0 = off).")] = 0.0,
-    target_accuracy: Annotated[float, typer.Option(help="Overfit mode stops when pixel accuracy reaches this.")] = 0.95,
+    beta_max: Annotated[float, typer.Option(min=0, help="Final (or constant) KL weight.")] = 1.0,
+    beta_warmup_epochs: Annotated[float, typer.Option(min=0, help="linear_warmup: epochs with beta = 0 before the ramp.")] = 10.0,
+    beta_ramp_epochs: Annotated[float, typer.Option(min=0, help="linear_warmup: epochs to ramp beta from 0 to --beta-max.")] = 10.0,
+    free_bits: Annotated[float, typer.Option(min=0, help="Free bits: minimum KL per latent dimension in nats (0 = off).")] = 0.0,
+    target_accuracy: Annotated[float, typer.Option(min=0, max=1, help="Overfit mode stops when pixel accuracy reaches this.")] = 0.95,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.auto,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<time>).", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too).", show_default=False)] = None,
-    log_every_n_steps: Annotated[int, typer.Option(help="Print per-class accuracy and log metrics every N steps.")] = 10,
+    log_every_n_steps: Annotated[int, typer.Option(min=1, help="Print per-class accuracy and log metrics every N steps.")] = 10,
 ) -> None:
     """Train the Beta-VAE with focal loss and class weights from the full training split."""
     from ..config import TrainConfig
-    from ..errors import ArcvaeError
     from ..trainer import train
 
     if resume is not None:
         given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "device") and _on_command_line(ctx, p.name)]
         if given:
-            raise ArcvaeError(f"--resume continues a run with its saved options; these cannot be changed: {', '.join(given)}")
+            raise typer.BadParameter(f"it continues a run with its saved options; these cannot be changed: {', '.join(given)}", param_hint="--resume")
         train(TrainConfig(), resume=resume, device=None if device is DeviceChoice.auto and not _on_command_line(ctx, "device") else device.value)
         return
     config = TrainConfig(

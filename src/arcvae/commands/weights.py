@@ -30,6 +30,10 @@ def compute(
     import classweights
     from classweights.pipeline import count_and_weigh
 
+    from rich.markup import escape
+
+    from ..console import default_console
+
     stats, weights = _with_progress(
         lambda progress: count_and_weigh(data, num_classes, method, smooth=smooth, normalize=normalize, key=key, ignore_index=ignore_index, progress=progress),
         quiet=as_json,
@@ -46,9 +50,13 @@ def compute(
         record = {"counts": stats.counts.tolist(), "weights": values, "method": method, "ratio": ratio, "source": str(data)}
         typer.echo(json.dumps(record))
         return
+    absent = [c for c, n in enumerate(stats.counts.tolist()) if n == 0 and c != ignore_index]
+    if absent:
+        plural = len(absent) > 1
+        message = (f"class{'es' if plural else ''} {', '.join(map(str, absent))} never occur{'' if plural else 's'} in {data}; "
+                   f"{method} gives {'them' if plural else 'it'} the weight of a count of 0 (check --num-classes)")  # fmt: skip
+        default_console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}")
     _print_table(stats.counts.tolist(), values, title=f"{method} weights for {data} ({stats.num_images:,} samples, {stats.num_labels:,} labels)")
-    from ..console import default_console
-
     console = default_console()
     console.print(f"Weight ratio (max/min): {ratio:.2f}x")
     if out is not None:
