@@ -302,3 +302,57 @@ def test_integer_key_picks_the_labels_of_tuple_items_and_collated_batches():
     assert count_labels(DataLoader(dataset, batch_size=4), 3, key=1).tolist() == expected
     with pytest.raises(ClassWeightError, match="Expected key= to index dataset item 0, a sequence of 2 elements, but got 2"):
         count_labels([dataset[i] for i in range(6)], 3, key=2)
+
+
+@st.composite
+def byte_arrays(draw):
+    """uint8 arrays whose largest value is below 64, 128 or 256: the three one-byte paths."""
+    high = draw(st.sampled_from([2, 64, 128, 256]))
+    shape = draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=40))
+    return draw(hnp.arrays(np.uint8, shape, elements=st.integers(0, high - 1)))
+
+
+@given(
+    values=byte_arrays(),
+    num_classes=st.integers(1, 300),
+    signed=st.booleans(),
+    ignore=st.sampled_from([None, 0, 3, 127, 128, 255, -1, -100]),
+    chunk_size=st.sampled_from([1, 5, 64, None]),
+)
+def test_one_byte_fast_path_is_exact_or_reports_the_first_bad_label(values, num_classes, signed, ignore, chunk_size):
+    labels = values.view(np.int8) if signed else values
+    for source in (labels, torch.from_numpy(labels), torch.from_numpy(labels).reshape(-1)[1:]):
+        flat = np.asarray(source).reshape(-1).astype(np.int64)
+        source_bad = ((flat < 0) | (flat >= num_classes)) & (flat != (ignore if ignore is not None else 10**9))
+        source_kept = flat[flat != ignore] if ignore is not None else flat
+        if source_bad.any():
+            first = int(np.flatnonzero(source_bad)[0])
+            with pytest.raises(ClassWeightError, match=f"label {flat[first]} at flat index {first} "):
+                count_labels(source, num_classes, ignore_index=ignore, chunk_size=chunk_size, num_threads=2)
+        elif source_kept.size:
+            got = count_labels(source, num_classes, ignore_index=ignore, chunk_size=chunk_size, num_threads=2)
+            assert got.tolist() == np.bincount(source_kept, minlength=num_classes)[:num_classes].tolist()
+
+
+@pytest.mark.parametrize("dtype", [">i4", ">u2", "<i2"])
+def test_non_native_byte_order_files(tmp_path, dtype):
+    labels = (np.arange(60) % 7).astype(dtype).reshape(3, 4, 5)
+    np.save(tmp_path / "b.npy", labels)
+    np.savez_compressed(tmp_path / "b.npz", train=labels)
+    for path in (tmp_path / "b.npy", tmp_path / "b.npz"):
+        assert count_labels(path, 7, chunk_size=8).tolist() == np.bincount(labels.reshape(-1).astype(np.int64), minlength=7).tolist()
+
+
+def test_truncated_npy_file(tmp_path):
+    np.save(tmp_path / "t.npy", np.ones((100, 16, 16), dtype=np.uint8))
+    data = (tmp_path / "t.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(data[: len(data) - 1000])
+    with pytest.raises(ClassWeightError, match=r"t.npy is truncated: expected 100 samples"):
+        count_labels(tmp_path / "t.npy", 3)
+
+
+def test_fortran_ordered_npy_file(tmp_path):
+    labels = np.asfortranarray(np.arange(24).reshape(2, 3, 4) % 5)
+    np.save(tmp_path / "f.npy", labels)
+    stats = count_label_stats(tmp_path / "f.npy", 5, presence=True)
+    assert stats.image_pixels.tolist() == reference_image_pixels(labels, 5).tolist()

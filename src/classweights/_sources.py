@@ -13,10 +13,10 @@ from __future__ import annotations
 import numbers
 import os
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ import torch
 from ._errors import ClassWeightError
 
 DEFAULT_CHUNK_SIZE = 1 << 22  # labels per chunk (4 Mi): ~4 MiB of uint8, 32 MiB as int64
+MAX_IN_MEMORY_CHUNK = 1 << 24  # labels per chunk of an in-memory array (16 Mi)
 DEFAULT_NPZ_KEY = "train"
 
 
@@ -44,14 +45,22 @@ class Stream:
     where: str
 
 
-def open_source(source: Any, *, key: str | int | None, chunk_size: int | None) -> Stream:
-    """Dispatch ``source`` to the reader that knows its type."""
+def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, parts: int = 1) -> Stream:
+    """Dispatch ``source`` to the reader that knows its type.
+
+    Without ``chunk_size``, an array already in memory is cut into a multiple of
+    ``parts`` equal chunks (at most ``MAX_IN_MEMORY_CHUNK`` labels each), so
+    ``parts`` threads get equal work; files and other sources use
+    ``DEFAULT_CHUNK_SIZE``, which bounds the memory used.
+    """
     size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ClassWeightError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}")
     if isinstance(source, (str, os.PathLike)):
         return _open_path(Path(source), key, size)
     if isinstance(source, (torch.Tensor, np.ndarray)):
+        if chunk_size is None and not isinstance(source, np.memmap):
+            size = _balanced_chunk_size(int(np.prod(source.shape, dtype=np.int64)), parts)
         return _array_stream(source, size, where="labels")
     if isinstance(source, Mapping):
         name = _pick_key(list(source.keys()), key, "mapping")
@@ -75,6 +84,11 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None) -
 
 
 # ---------------------------------------------------------------- arrays ----
+
+
+def _balanced_chunk_size(numel: int, parts: int) -> int:
+    chunks = parts * max(1, -(-numel // (parts * MAX_IN_MEMORY_CHUNK)))
+    return max(1, -(-numel // chunks))
 
 
 def _rows_per_chunk(labels_per_row: int, chunk_size: int) -> int:
@@ -126,10 +140,12 @@ def _open_path(path: Path, key: str | int | None, chunk_size: int) -> Stream:
         if isinstance(key, str):
             raise ClassWeightError(f"key={key!r} picks an array inside a .npz file, but {str(path)!r} is a .npy file holding one array")
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ClassWeightError(f"could not read {str(path)!r} as a .npy file: {exc}") from None
-        return _array_stream(array, chunk_size, where=str(path))
+            handle = path.open("rb")
+        except OSError as exc:
+            raise ClassWeightError(f"could not read {str(path)!r}: {exc.strerror or exc}") from None
+        return _npy_stream(handle, str(path), chunk_size, close=handle.close,
+                           load_whole=lambda: np.load(path, mmap_mode="r", allow_pickle=False),
+                           unreadable=f"could not read {str(path)!r} as a .npy file")  # fmt: skip
     if suffix == ".npz":
         return _npz_stream(path, key, chunk_size)
     raise ClassWeightError(f"Expected a path ending in .npy or .npz, but got {str(path)!r}")
@@ -164,27 +180,54 @@ def _npz_stream(path: Path, key: str | int | None, chunk_size: int) -> Stream:
     where = f"{str(path)!r}[{name!r}]"
     try:
         member = archive.open(members[name])
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
-        else:  # rare header versions: let numpy read the member whole
-            member.close()
-            array = np.load(path, allow_pickle=False)[name]
-            archive.close()
-            return _array_stream(array, chunk_size, where=where)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, zipfile.BadZipFile, RuntimeError) as exc:
         archive.close()
         raise ClassWeightError(f"could not read {where}: {exc}") from None
-    if dtype.hasobject:
-        archive.close()
-        raise ClassWeightError(f"{where}: expected integer labels, but got dtype {dtype} (object arrays are never loaded)")
-    if fortran_order and len(shape) > 1:
-        # Column-major members keep whole samples apart on disk; read whole (rare for label data).
+
+    def close() -> None:
         member.close()
-        array = np.load(path, allow_pickle=False)[name]
         archive.close()
+
+    return _npy_stream(member, where, chunk_size, close=close,
+                       load_whole=lambda: np.load(path, allow_pickle=False)[name], unreadable=f"could not read {where}")  # fmt: skip
+
+
+def _npy_stream(
+    handle: BinaryIO,
+    where: str,
+    chunk_size: int,
+    *,
+    close: Callable[[], None],
+    load_whole: Callable[[], np.ndarray],
+    unreadable: str,
+) -> Stream:
+    """Stream the array of an open ``.npy`` file or ``.npz`` member in chunks of whole samples.
+
+    ``read`` calls fill one buffer per chunk, so memory stays bounded and
+    nothing is memory-mapped (mapped pages would count as resident memory).
+    Rare layouts (header version 3, Fortran order) fall back to ``load_whole``.
+    """
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            shape, fortran_order, dtype = (), True, np.dtype(np.uint8)  # read whole below
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        close()
+        raise ClassWeightError(f"{unreadable}: {exc}") from None
+    if dtype.hasobject:
+        close()
+        raise ClassWeightError(f"{where}: expected integer labels, but got dtype {dtype} (object arrays are never loaded)")
+    if fortran_order and len(shape) != 1:
+        # Column-major arrays keep whole samples apart on disk; read whole (rare for label data).
+        close()
+        try:
+            array = load_whole()
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ClassWeightError(f"{unreadable}: {exc}") from None
         return _array_stream(array, chunk_size, where=where)
 
     n = shape[0] if shape else 1
@@ -200,17 +243,15 @@ def _npz_stream(path: Path, key: str | int | None, chunk_size: int) -> Stream:
                 view = memoryview(buffer)
                 filled = 0
                 while filled < len(buffer):
-                    got = member.readinto(view[filled:])
+                    got = handle.readinto(view[filled:])
                     if not got:
                         raise ClassWeightError(f"{where} is truncated: expected {n} samples, data ends in sample {lo + filled // max(1, row_bytes)}")
                     filled += got
-                array = np.frombuffer(buffer, dtype=dtype).reshape(rows, per_row)
-                yield Chunk(array, lo * per_row)
+                yield Chunk(np.frombuffer(buffer, dtype=dtype).reshape(rows, per_row), lo * per_row)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ClassWeightError(f"could not read {where}: {exc}") from None
+            raise ClassWeightError(f"{unreadable}: {exc}") from None
         finally:
-            member.close()
-            archive.close()
+            close()
 
     return Stream(chunks(), n, where)
 

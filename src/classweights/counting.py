@@ -10,6 +10,7 @@ memory stays bounded however large the dataset is.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -74,7 +75,10 @@ def count_labels(
         key: array name inside a ``.npz`` file (default ``"train"``, or the only
             array); the labels' key in dict items; or, as an integer, their index
             in tuple items such as ``(image, mask)`` (default 0).
-        chunk_size: labels per chunk (default ``4 * 2**20``); bounds the memory used.
+        chunk_size: labels per chunk. By default an in-memory array is split into
+            equal chunks for the threads (at most ``2**24`` labels each), and
+            files and datasets are read ``4 * 2**20`` labels at a time, which
+            bounds the memory used.
         num_threads: chunks counted in parallel (default: ``torch.get_num_threads()``,
             at most 8). ``torch`` releases the GIL while counting.
         device: where to count (default: the device of a tensor source, else CPU).
@@ -132,9 +136,10 @@ def count_label_stats(
     _check_num_classes(num_classes)
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
         raise ClassWeightError(f"Expected `ignore_index` to be an integer or None, but got {ignore_index!r}")
-    stream = open_source(source, key=key, chunk_size=chunk_size)
-    target = _resolve_device(device, source)
     workers = _resolve_threads(num_threads)
+    # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
+    stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers)
+    target = _resolve_device(device, source)
 
     counts = torch.zeros(num_classes, dtype=torch.int64)
     image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
@@ -206,6 +211,8 @@ def _to_tensor(chunk: Chunk, device: torch.device, num_classes: int, where: str)
     if isinstance(data, np.ndarray):
         if data.dtype.kind not in "biuf":
             raise ClassWeightError(f"{where}: expected integer labels, but got an array of dtype {data.dtype}")
+        if not data.dtype.isnative:  # big-endian files: torch reads native byte order only
+            data = data.astype(data.dtype.newbyteorder("="))
         if data.dtype.kind == "u" and data.dtype.itemsize > 1:
             data = _widen_unsigned(data, chunk, num_classes, where)
         data = np.ascontiguousarray(data)
@@ -272,12 +279,21 @@ def _count_chunk(
         empty = torch.zeros(num_classes, dtype=torch.int64)
         return empty, (empty.clone() if presence else None), images
     flat = x.reshape(-1)
+    if not presence and flat.dtype in (torch.uint8, torch.int8) and flat.device.type == "cpu":
+        counts = _count_bytes(flat, num_classes, ignore_index)
+        if counts is not None:
+            return counts, None, images
+        # else: some label is out of range; the general path below finds and reports it
 
     keep: torch.Tensor | None = None
     lo, hi = (int(v) for v in torch.aminmax(flat))
     if lo < 0 or hi >= num_classes:
-        bad = (flat < 0) | (flat >= num_classes)
-        if ignore_index is not None:
+        # Compare only with values the dtype can hold: torch would wrap 128 to -128 for int8.
+        info = torch.iinfo(flat.dtype)
+        bad = flat < 0
+        if num_classes <= info.max:
+            bad |= flat >= num_classes
+        if ignore_index is not None and info.min <= ignore_index <= info.max:
             keep = flat != ignore_index
             bad &= keep
         if bool(bad.any()):
@@ -303,3 +319,85 @@ def _count_chunk(
     totals = per_image_counts.sum(dim=1, keepdim=True)
     image_pixels = ((per_image_counts > 0) * totals).sum(dim=0)
     return per_image_counts.sum(dim=0).cpu(), image_pixels.cpu(), images
+
+
+# ----------------------------------------------------- one-byte labels ----
+# uint8/int8 labels (ARC grids, most segmentation masks) take a faster path.
+#
+# torch.bincount is slow on such data not for lack of bandwidth but because
+# consecutive labels are mostly the same (93% background): every increment of
+# the same bin waits for the previous one. So the bytes are read as int64 words
+# of four int16 pairs, and while every label is below 64 (bits 6 and 7 of each
+# byte are free) each pair position in the word gets its own tag in those bits
+# by one XOR. A run of background then spreads over four bins, one bincount over
+# 2**15 bins handles two labels per element, and the tags and pairs fold back
+# into a histogram of byte values. Labels of 64-127 use pairs without tags;
+# anything else uses a plain bincount of bytes. The byte histogram also shows
+# every out-of-range value, so no separate min/max pass is needed.
+
+_PAIR_TAGS = 0x40C0_4080_4040_0000  # XOR tags of the four int16 pairs of a little-endian word
+_HIGH_BITS = 0xC0C0_C0C0_C0C0_C0C0 - (1 << 64)  # bits 6-7 of every byte, as a signed int64
+_LITTLE_ENDIAN = sys.byteorder == "little"
+
+
+def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
+    """How often each byte value 0-255 occurs in the 1-D uint8 tensor ``flat``."""
+    histogram = torch.zeros(256, dtype=torch.int64)
+    done = 0
+    words = _as_words(flat) if _LITTLE_ENDIAN else None
+    if words is not None and not bool((words & _HIGH_BITS).any()):  # every label < 64
+        table = torch.bincount((words ^ _PAIR_TAGS).view(torch.int16), minlength=1 << 15)
+        # [bit 14, high byte bits 0-5, low byte bits 6-7, low byte bits 0-5]: drop the tag axes
+        pairs = table[: 1 << 15].view(2, 64, 4, 64).sum(dim=(0, 2))
+        histogram[:64] += pairs.sum(dim=0) + pairs.sum(dim=1)
+        done = words.numel() * 8
+    rest = flat[done:]
+    if rest.numel() >= 2:
+        even = rest.numel() - rest.numel() % 2
+        pairs16 = _as_pairs(rest[:even])
+        if pairs16 is not None and int(pairs16.min()) >= 0:  # every high byte < 128
+            table = torch.bincount(pairs16, minlength=1 << 15)[: 1 << 15].view(128, 256)
+            histogram += table.sum(dim=0)
+            histogram[:128] += table.sum(dim=1)
+        else:
+            histogram += torch.bincount(rest[:even], minlength=256)
+        done += even
+    if done < flat.numel():
+        histogram[int(flat[-1])] += 1
+    return histogram
+
+
+def _as_words(flat: torch.Tensor) -> torch.Tensor | None:
+    """The leading multiple of 8 bytes of ``flat`` as int64, or None (too short, or misaligned)."""
+    n = flat.numel() - flat.numel() % 8
+    if n == 0:
+        return None
+    try:
+        return flat[:n].view(torch.int64)
+    except RuntimeError:
+        return None
+
+
+def _as_pairs(flat: torch.Tensor) -> torch.Tensor | None:
+    try:
+        return flat.view(torch.int16)
+    except RuntimeError:  # an odd storage offset cannot be viewed as int16
+        return None
+
+
+def _count_bytes(flat: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor | None:
+    """Counts of uint8/int8 labels, or ``None`` if some label is out of range (and not ignored)."""
+    signed = flat.dtype == torch.int8
+    histogram = _byte_histogram(flat.view(torch.uint8) if signed else flat)
+    valid = min(num_classes, 128 if signed else 256)  # byte values that are class labels
+    stray = histogram.clone()
+    stray[:valid] = 0
+    if ignore_index is not None and (-128 if signed else 0) <= ignore_index < (128 if signed else 256):
+        stray[ignore_index & 0xFF] = 0
+    if bool(stray.any()):
+        return None
+    counts = torch.zeros(num_classes, dtype=torch.int64)
+    counts[:valid] = histogram[:valid]
+    if ignore_index is not None and 0 <= ignore_index < num_classes:
+        counts[ignore_index] = 0
+    return counts
