@@ -209,3 +209,14 @@ def test_a_folder_left_before_the_first_checkpoint_can_be_reused(tiny_corpus, tm
 def test_bad_schedule_options_fail_before_any_work():
     with pytest.raises(ArcvaeError, match="Expected beta_ramp_epochs to be a finite number > 0, but got 0"):
         TrainConfig(beta_ramp_epochs=0)
+
+
+def test_predictions_equal_argmax_including_ties():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randint(0, 3, (8, 10, 16, 16), generator=g).float()  # many ties
+    assert torch.equal(trainer.predictions(logits), logits.argmax(dim=1))
+
+
+def test_make_optimizer_is_adam_with_the_learning_rate():
+    optimizer = trainer.make_optimizer(torch.nn.Linear(2, 2).parameters(), 3e-4)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 3e-4

@@ -68,6 +68,7 @@ class Reporter:
             TextColumn("{task.fields[stats]}"),
             console=self.console,
             transient=False,
+            refresh_per_second=4,  # a redraw costs CPU that the training step needs
         )
         self._progress = progress
         try:
