@@ -197,7 +197,6 @@ def test_default_corpus_is_generated_in_the_cache_once(tmp_path, monkeypatch):
 
 
 def _tiny(progress):
-    from arcvae import data
 
     rng = np.random.default_rng(0)
     grids = np.zeros((100, 16, 16), np.uint8)

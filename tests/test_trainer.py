@@ -170,7 +170,6 @@ def test_median_frequency_weights_in_training(tiny_corpus, tmp_path):
 
 
 def test_an_all_black_batch_is_reported_without_crashing(tiny_corpus, tmp_path):
-    import numpy as np
 
     from arcvae.data import load_corpus, save_corpus
 
