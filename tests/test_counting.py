@@ -356,3 +356,31 @@ def test_fortran_ordered_npy_file(tmp_path):
     np.save(tmp_path / "f.npy", labels)
     stats = count_label_stats(tmp_path / "f.npy", 5, presence=True)
     assert stats.image_pixels.tolist() == reference_image_pixels(labels, 5).tolist()
+
+
+def test_counting_works_in_a_forked_child_after_the_parent_used_threads(grids):
+    import multiprocessing
+
+    count_labels(grids, 10, num_threads=2)  # the parent now holds a thread pool
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        child = pool.apply_async(_count_in_child, (grids,)).get(timeout=60)
+    assert child == reference_counts(grids, 10).tolist()
+
+
+def _count_in_child(grids):
+    return count_labels(grids, 10, num_threads=2, chunk_size=4096).tolist()
+
+
+@given(values=hnp.arrays(np.uint8, st.integers(1, 400), elements=st.integers(0, 63)), block=st.integers(1, 7), start=st.integers(0, 9))
+def test_tagged_pairs_over_many_small_blocks(values, block, start):
+    from unittest import mock
+
+    import classweights.counting as counting
+
+    source = torch.from_numpy(values)[start:]
+    if source.numel() == 0:
+        return
+    with mock.patch.object(counting, "_TAG_BLOCK", block):
+        got = count_labels(source, 64, num_threads=1)
+    assert got.tolist() == np.bincount(source.numpy(), minlength=64).tolist()
