@@ -239,7 +239,7 @@ def _npy_stream(
         try:
             for lo in range(0, n, step):
                 rows = min(step, n - lo)
-                buffer = bytearray(rows * row_bytes)
+                buffer = np.empty(rows * row_bytes, dtype=np.uint8)  # not zero-filled: read() fills it
                 view = memoryview(buffer)
                 filled = 0
                 while filled < len(buffer):
@@ -247,7 +247,7 @@ def _npy_stream(
                     if not got:
                         raise ClassWeightError(f"{where} is truncated: expected {n} samples, data ends in sample {lo + filled // max(1, row_bytes)}")
                     filled += got
-                yield Chunk(np.frombuffer(buffer, dtype=dtype).reshape(rows, per_row), lo * per_row)
+                yield Chunk(buffer.view(dtype).reshape(rows, per_row), lo * per_row)
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             raise ClassWeightError(f"{unreadable}: {exc}") from None
         finally:
