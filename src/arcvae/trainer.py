@@ -6,6 +6,7 @@ stages are labelled (forward, backward, step, log, evaluate, stop).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -193,6 +194,7 @@ def train(
     overrides the saved device. A finished run is reported, not retrained.
     """
     report = report or Reporter()
+    config = dataclasses.replace(config)  # resolved paths are written into this copy, not the caller's
     checkpoint = None
     if resume is not None:
         run_dir = Path(resume)

@@ -76,20 +76,20 @@ def resolve_class_weights(
     Freshly computed weights are written to the cache (atomically); a cache
     that cannot be written costs one warning, never the run.
     """
-    print_hash = fingerprint(labels, key=key, num_classes=num_classes, method=method, smooth=smooth)
-    cache_path = None if cache_dir is None else cache_dir / "weights" / f"{print_hash[:24]}.json"
+    digest = fingerprint(labels, key=key, num_classes=num_classes, method=method, smooth=smooth)
+    cache_path = None if cache_dir is None else cache_dir / "weights" / f"{digest[:24]}.json"
     if use_cache and cache_path is not None and cache_path.exists():
         try:
             weights, meta = classweights.load_class_weights(cache_path, num_classes=num_classes, with_metadata=True)
-            if meta.get("fingerprint") != print_hash:
+            if meta.get("fingerprint") != digest:
                 raise classweights.ClassWeightError("its fingerprint does not match the data and parameters")
             counts = torch.tensor(meta["counts"], dtype=torch.int64)
-            return ClassWeights(weights, counts, method, smooth, int(meta["num_samples"]), print_hash, cache_path, True)
+            return ClassWeights(weights, counts, method, smooth, int(meta["num_samples"]), digest, cache_path, True)
         except (classweights.ClassWeightError, KeyError, TypeError, ValueError) as exc:
             warn(f"ignoring the cached weights at {cache_path} ({exc}); recomputing")
 
     stats, weights = count_and_weigh(labels, num_classes, method, smooth=smooth, progress=progress)
-    result = ClassWeights(weights, stats.counts, method, smooth, stats.num_images, print_hash, cache_path, False)
+    result = ClassWeights(weights, stats.counts, method, smooth, stats.num_images, digest, cache_path, False)
     if cache_path is not None:
         try:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
