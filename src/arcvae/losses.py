@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classweights import ClassWeightError, validate_weights
+
 from .errors import ArcvaeError
 
 Reduction = Literal["mean", "sum", "none"]
@@ -73,7 +75,11 @@ def focal_loss(
 
 
 class FocalLoss(nn.Module):
-    """Module form of :func:`focal_loss`; ``alpha`` is a buffer, so ``.to(device)`` moves it."""
+    """Module form of :func:`focal_loss`; ``alpha`` is a buffer, so ``.to(device)`` moves it.
+
+    ``alpha`` is validated when the module is built (1-D, finite, non-negative,
+    not all zero), so a bad weight vector never reaches a training step.
+    """
 
     alpha: torch.Tensor | None
 
@@ -85,7 +91,12 @@ class FocalLoss(nn.Module):
         reduction: Reduction = "mean",
     ) -> None:
         super().__init__()
-        self.register_buffer("alpha", None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
+        if alpha is not None:  # shape, NaN, inf and sign are checked once here, not on every step
+            try:
+                alpha = validate_weights(torch.as_tensor(alpha).detach(), torch.as_tensor(alpha).numel())
+            except ClassWeightError as exc:
+                raise ArcvaeError(f"FocalLoss alpha: {exc}") from None
+        self.register_buffer("alpha", alpha)
         self.gamma = gamma
         self.ignore_index = ignore_index
         self.reduction: Reduction = reduction

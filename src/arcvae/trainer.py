@@ -12,6 +12,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,12 @@ from .losses import BetaSchedule, FocalLoss, kl_divergence
 from .metrics import Tally
 from .model import BetaVAE, count_parameters
 from .report import Reporter
-from .weights import ClassWeights, resolve_class_weights, save_weights_record
+from .weights import ClassWeights, FileStamp, resolve_class_weights, save_weights_record, split_digest
 
 QUICK_TEST = {"epochs": 3, "overfit_repeats": 10, "train_samples": 2048, "val_samples": 512}
-CHECKPOINT_VERSION = 1
-_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "weights_fingerprint", "best_val", "stale", "finished")
+CHECKPOINT_VERSION = 2
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "data_fingerprint", "weights_fingerprint",
+                    "best_val", "stale", "finished")  # fmt: skip
 
 
 @dataclass
@@ -152,7 +154,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ArcvaeError(f"no checkpoint at {str(path)!r}; expected a run folder written by 'arcvae train'")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on foreign pickles; a failure is reported below
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure is a bad file, reported in one line
         raise ArcvaeError(f"could not load checkpoint {str(path)!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
@@ -216,8 +220,10 @@ def train(
     report.section("Loading data...")
     data_path = resolve_data_path(config, report).resolve()
     config.data = str(data_path)
+    stamp = FileStamp.of(data_path)  # before reading: a note of the content digest must describe what was read
     full_train = corpus.load_split(data_path, "train")
     train_grids, val_grids, batch, repeats = full_train, None, None, 0
+    data_fingerprint: dict[str, str | None] = {"train": None, "val": None}
     if config.overfit_batch:
         repeats = QUICK_TEST["overfit_repeats"] if config.quick_test else config.overfit_repeats
         unique = min(config.overfit_samples, len(full_train))
@@ -226,15 +232,18 @@ def train(
         report.print(f"[DATA] Val:   {unique} samples (the same batch, reconstructed from mu in eval mode)")
     else:
         val_grids = corpus.load_split(data_path, "val")
+        data_fingerprint["val"] = split_digest(val_grids, num_classes=config.num_colors, key="val", stamp=stamp, cache_dir=corpus.default_cache_dir())
         if config.quick_test:
             train_grids, val_grids = full_train[: QUICK_TEST["train_samples"]], val_grids[: QUICK_TEST["val_samples"]]
         report.print(f"[DATA] Train: {len(train_grids)} samples, {math.ceil(len(train_grids) / config.batch_size)} batches of {config.batch_size}")
         report.print(f"[DATA] Val:   {len(val_grids)} samples")
 
     # -- class weights, from the FULL training split (also in overfit mode)
-    weights = _class_weights(config, full_train, data_path, report, batch=batch)
-    if checkpoint is not None and checkpoint["weights_fingerprint"] != (None if weights is None else weights.fingerprint):
-        raise ArcvaeError(f"cannot resume {str(run_dir)!r}: its class weights came from other data or parameters than {str(data_path)!r} now gives")
+    weights = _class_weights(config, full_train, data_path, report, batch=batch, stamp=stamp)
+    data_fingerprint["train"] = weights.data_digest if weights is not None else split_digest(
+        full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=corpus.default_cache_dir())  # fmt: skip
+    if checkpoint is not None:
+        _check_same_inputs(run_dir, checkpoint, data_path, data_fingerprint, weights)
 
     # -- the run folder: written only once data and weights are known to be good
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -265,7 +274,8 @@ def train(
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch), eta_min=config.min_lr)
     schedule = BetaSchedule(config.beta_schedule, config.beta_max, config.beta_warmup_epochs, config.beta_ramp_epochs, config.beta_cycle_epochs)
     state = _LoopState(config, run_dir, model, optimizer, scheduler, schedule, loss_fn, target, report,
-                       None, torch.Generator().manual_seed(config.seed), weights)  # fmt: skip
+                       None, torch.Generator().manual_seed(config.seed), weights, data_fingerprint)  # fmt: skip
+    state.first_bad_step = torch.tensor(-1, device=target)
     start_epoch = 0
     if checkpoint is not None:
         start_epoch = _restore(state, checkpoint)
@@ -280,6 +290,18 @@ def train(
         state.logger.close()
     write_json(run_dir / "result.json", _result_record(result, overfit=config.overfit_batch))
     return result
+
+
+def _check_same_inputs(run_dir: Path, checkpoint: dict[str, Any], data_path: Path, data_fingerprint: dict[str, str | None],
+                       weights: ClassWeights | None) -> None:  # fmt: skip
+    """A run resumes only on the data and class weights it started with."""
+    for split, digest in data_fingerprint.items():
+        saved = checkpoint["data_fingerprint"].get(split)
+        if saved != digest:
+            raise ArcvaeError(f"cannot resume {str(run_dir)!r}: the {split} split of {str(data_path)!r} is not the data it was trained on "
+                              f"(content digest {str(digest)[:12]}, expected {str(saved)[:12]})")  # fmt: skip
+    if checkpoint["weights_fingerprint"] != (None if weights is None else weights.fingerprint):
+        raise ArcvaeError(f"cannot resume {str(run_dir)!r}: its class weights came from other data or parameters than {str(data_path)!r} now gives")
 
 
 def _restore(s: _LoopState, checkpoint: dict[str, Any]) -> int:
@@ -322,7 +344,7 @@ def _result_of(run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
 
 
 def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path, report: Reporter,
-                   *, batch: torch.Tensor | None) -> ClassWeights | None:
+                   *, batch: torch.Tensor | None, stamp: FileStamp | None) -> ClassWeights | None:
     if not config.use_class_weights:
         if config.overfit_batch:
             report.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")
@@ -344,7 +366,7 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
     result = resolve_class_weights(
         train_grids, key="train", num_classes=config.num_colors, method=config.weights_method,
         smooth=config.weights_smooth, cache_dir=corpus.default_cache_dir(), use_cache=config.use_cached_weights,
-        source=str(data_path), progress=progress, warn=report.warn,
+        source=str(data_path), stamp=stamp, progress=progress, warn=report.warn,
     )  # fmt: skip
     values = result.weights.tolist()
     if result.from_cache:
@@ -382,7 +404,9 @@ class _LoopState:
     logger: _Logger | None
     loader_rng: torch.Generator
     weights: ClassWeights | None
+    data_fingerprint: dict[str, str | None] = field(default_factory=dict)  # content digests of the splits trained on
     step: int = 0
+    first_bad_step: torch.Tensor = field(default_factory=lambda: torch.tensor(-1))  # on the device; -1 while all is finite
     best_val: float = math.inf  # best validation objective (recon + beta_max * KL)
     stale: int = 0  # epochs since it improved, counted once the beta schedule has settled
 
@@ -396,11 +420,13 @@ def _train_step(s: _LoopState, grids: torch.Tensor, beta: float, tally: Tally) -
     # backward, step
     s.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if s.config.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.config.grad_clip)
+    norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.config.grad_clip if s.config.grad_clip > 0 else math.inf)
+    s.step += 1
+    # remember the first step with a non-finite loss or gradient, without a host sync (checked at log steps and saves)
+    bad = ~(torch.isfinite(norm) & torch.isfinite(loss.detach()))
+    s.first_bad_step = torch.where(bad & (s.first_bad_step < 0), s.step, s.first_bad_step)
     s.optimizer.step()
     s.scheduler.step()
-    s.step += 1
     tally.update(predictions(logits.detach()), grids)
     return loss.detach(), recon.detach(), kl.detach()
 
@@ -435,9 +461,14 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _check_finite(s: _LoopState, loss: torch.Tensor) -> None:
-    if not math.isfinite(float(loss)):
-        raise ArcvaeError(f"the loss became {float(loss)} at step {s.step}; stopping without saving (try a lower --lr)")
+def _check_finite(s: _LoopState, loss: torch.Tensor | None = None) -> None:
+    """Stop, before anything is logged or saved, if a loss or gradient has gone non-finite."""
+    first = int(s.first_bad_step)
+    if first >= 0:
+        raise ArcvaeError(f"the loss or its gradients became non-finite (NaN or inf) at step {first}; "
+                          "stopping without saving a checkpoint (try a lower --lr)")  # fmt: skip
+    if loss is not None and not math.isfinite(float(loss)):
+        raise ArcvaeError(f"the loss became {float(loss)} at step {s.step}; stopping without saving a checkpoint (try a lower --lr)")
 
 
 def _log_step(s: _LoopState, epoch: int, beta: float, loss: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor, tally: Tally, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -452,6 +483,7 @@ def _log_step(s: _LoopState, epoch: int, beta: float, loss: torch.Tensor, recon:
 
 def _save(s: _LoopState, epoch: int, name: str = "last.pt", *, finished: bool = False, reached_target: bool = False,
           final: dict[str, Any] | None = None) -> None:
+    _check_finite(s)  # never checkpoint a model that took a non-finite step
     rng = {"torch": torch.get_rng_state(), "loader": s.loader_rng.get_state()}
     if s.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -467,6 +499,7 @@ def _save(s: _LoopState, epoch: int, name: str = "last.pt", *, finished: bool = 
         "rng": rng,
         "config": s.config.to_dict(),
         "class_weights": None if s.weights is None else s.weights.weights,
+        "data_fingerprint": s.data_fingerprint,
         "weights_fingerprint": None if s.weights is None else s.weights.fingerprint,
         "best_val": s.best_val,
         "stale": s.stale,

@@ -1,29 +1,46 @@
 """Class weights for training: counted over the full training split, cached by content.
 
-The cache file name is a fingerprint of everything that determines the
-weights: the training split's bytes, shape and dtype, the split's name, the
-number of classes, the method, the smoothing and the file format version. A
-different dataset, split, method or smoothing therefore never reuses a stale
-file. The cache lives in ``<cache dir>/weights/`` (see
-:func:`arcvae.data.default_cache_dir`), not beside the data, which may be
-read-only or shared.
+Two kinds of file live in the cache folder (see :func:`arcvae.data.default_cache_dir`):
+
+``weights/<fingerprint>.json``
+    Weights and counts, named by a fingerprint of everything that determines
+    them: the labels' content digest, the split (or array key), ``num_classes``,
+    ``ignore_index``, the method, smoothing and normalisation, and the file
+    format version. A different dataset or parameter never reuses a stale file.
+``digests/<path hash>.json``
+    A note of a data file's content digest, keyed by the file's identity
+    (device, inode, size, modification and change times in nanoseconds). While
+    the file is unchanged the note lets a cache hit skip reading the labels;
+    when the file changes, its change time changes with it, the note no longer
+    matches and the labels are hashed again, in the same pass that counts them.
+
+Every file is written atomically under a unique temporary name, so concurrent
+writers and crashes leave a complete file or none. Every file is checked when
+read (checksum, fingerprint, number of classes); a bad one is reported once,
+ignored and replaced. A cache that cannot be written costs a warning, never
+the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 import classweights
+from classweights.counting import count_label_stats
 from classweights.pipeline import count_and_weigh
-from classweights.storage import FORMAT_VERSION
+from classweights.storage import FORMAT_VERSION, atomic_write_bytes
+
+_QUIET_NS = 2_000_000_000  # a data file modified within the last 2 s may still change within its timestamp's tick
 
 
 @dataclass(frozen=True)
@@ -35,80 +52,210 @@ class ClassWeights:
     method: str
     smooth: float
     num_samples: int
-    fingerprint: str
+    fingerprint: str  # of the weights: data digest + every parameter
+    data_digest: str  # of the labels alone (LabelStats.fingerprint)
     cache_path: Path | None
     from_cache: bool
+    normalize: bool = True
+    ignore_index: int | None = None
 
 
-def fingerprint(labels: np.ndarray, *, key: str, num_classes: int, method: str, smooth: float) -> str:
-    """sha256 over the labels' bytes and every parameter that determines the weights."""
-    digest = hashlib.sha256()
-    header = {
-        "format_version": FORMAT_VERSION,
-        "key": key,
-        "shape": list(labels.shape),
-        "dtype": str(labels.dtype),
-        "num_classes": num_classes,
-        "method": method,
-        "smooth": float(smooth),
-        "ignore_index": None,
-    }
-    digest.update(json.dumps(header, sort_keys=True).encode())
-    digest.update(memoryview(np.ascontiguousarray(labels)).cast("B"))
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class FileStamp:
+    """A data file's identity; any write to the file changes ``ctime_ns`` (which no program can set back)."""
+
+    path: str
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    taken_ns: int = dataclasses.field(default=0, compare=False)  # when the stamp was taken
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> FileStamp | None:
+        try:
+            real = os.path.realpath(path)
+            taken = time.time_ns()
+            st = os.stat(real)
+        except OSError:
+            return None
+        return cls(real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, taken)
+
+    def settled(self) -> bool:
+        """True if the file had been left alone for 2 s when the stamp was taken.
+
+        File times advance in clock ticks (a few ms, up to 2 s on some file
+        systems), so a write in the same tick as the last one may leave them
+        unchanged. A file that was quiet for longer than a tick before it was
+        read gets new times from any later write.
+        """
+        return self.taken_ns - max(self.mtime_ns, self.ctime_ns) > _QUIET_NS
+
+
+def weights_fingerprint(data_digest: str, *, key: str | None, num_classes: int, method: str, smooth: float,
+                        normalize: bool = True, ignore_index: int | None = None) -> str:  # fmt: skip
+    """sha256 over the labels' digest and every parameter that determines the weights."""
+    header = {"format_version": FORMAT_VERSION, "data": data_digest, "key": key, "num_classes": num_classes,
+              "method": method, "smooth": float(smooth), "normalize": bool(normalize), "ignore_index": ignore_index}  # fmt: skip
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
+
+
+class DigestNotes:
+    """Remembered content digests of data files, keyed by the files' identity."""
+
+    def __init__(self, cache_dir: Path | None) -> None:
+        self.folder = None if cache_dir is None else cache_dir / "digests"
+
+    def _path(self, stamp: FileStamp, key: str | None) -> Path | None:
+        if self.folder is None:
+            return None
+        name = hashlib.sha256(json.dumps([stamp.path, key]).encode()).hexdigest()[:32]
+        return self.folder / f"{name}.json"
+
+    def lookup(self, stamp: FileStamp | None, key: str | None) -> str | None:
+        path = None if stamp is None else self._path(stamp, key)
+        if path is None:
+            return None
+        try:
+            note = json.loads(path.read_bytes())
+            if note["stamp"] == _stamp_fields(stamp) and note["key"] == key and _is_digest(note["digest"]):
+                return str(note["digest"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # no note, or a damaged one: the labels are simply hashed again
+        return None
+
+    def remember(self, stamp: FileStamp | None, key: str | None, digest: str) -> None:
+        """Note ``digest`` for the file if it is still exactly as ``stamp`` saw it before it was read."""
+        path = None if stamp is None else self._path(stamp, key)
+        if path is None or FileStamp.of(stamp.path) != stamp or not stamp.settled():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        note = {"stamp": _stamp_fields(stamp), "key": key, "digest": digest}
+        atomic_write_bytes(path, json.dumps(note).encode())
+
+
+def _stamp_fields(stamp: FileStamp) -> list[Any]:
+    return [stamp.path, stamp.device, stamp.inode, stamp.size, stamp.mtime_ns, stamp.ctime_ns]
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def split_digest(labels: Any, *, num_classes: int, key: str, stamp: FileStamp | None, cache_dir: Path | None) -> str:
+    """The content digest of ``labels`` (read from ``stamp``'s file as ``key``): remembered, or hashed now."""
+    notes = DigestNotes(cache_dir)
+    digest = notes.lookup(stamp, key)
+    if digest is None:
+        digest = count_label_stats(labels, num_classes, fingerprint=True).fingerprint
+        assert digest is not None
+        _try(lambda: notes.remember(stamp, key, digest), None)
+    return digest
 
 
 def resolve_class_weights(
-    labels: np.ndarray,
+    labels: Any,
     *,
-    key: str,
+    key: str | None,
     num_classes: int,
     method: str,
     smooth: float,
     cache_dir: Path | None,
     use_cache: bool,
     source: str,
+    stamp: FileStamp | None = None,
+    normalize: bool = True,
+    ignore_index: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     warn: Callable[[str], None] = print,
 ) -> ClassWeights:
     """Load matching cached weights (if ``use_cache``) or count ``labels`` and weigh them.
 
-    Freshly computed weights are written to the cache (atomically); a cache
-    that cannot be written costs one warning, never the run.
-    """
-    digest = fingerprint(labels, key=key, num_classes=num_classes, method=method, smooth=smooth)
-    cache_path = None if cache_dir is None else cache_dir / "weights" / f"{digest[:24]}.json"
-    if use_cache and cache_path is not None and cache_path.exists():
-        try:
-            weights, meta = classweights.load_class_weights(cache_path, num_classes=num_classes, with_metadata=True)
-            if meta.get("fingerprint") != digest:
-                raise classweights.ClassWeightError("its fingerprint does not match the data and parameters")
-            counts = torch.tensor(meta["counts"], dtype=torch.int64)
-            return ClassWeights(weights, counts, method, smooth, int(meta["num_samples"]), digest, cache_path, True)
-        except (classweights.ClassWeightError, KeyError, TypeError, ValueError) as exc:
-            warn(f"ignoring the cached weights at {cache_path} ({exc}); recomputing")
+    Args:
+        labels: an array in memory, or a path ``count_labels`` can read.
+        key: the split (array in a ``.npz`` file) the labels are; part of the
+            fingerprint, and passed on to ``count_labels`` for a path.
+        stamp: the identity of the file ``labels`` came from, taken *before* it
+            was read; with it, a cache hit needs no pass over the labels.
+        warn: called at most once, for a damaged cache file or a cache that
+            cannot be written.
 
-    stats, weights = count_and_weigh(labels, num_classes, method, smooth=smooth, progress=progress)
-    result = ClassWeights(weights, stats.counts, method, smooth, stats.num_images, digest, cache_path, False)
+    On a miss the labels are counted and hashed in one pass; the weights are
+    then cached atomically.
+    """
+    notes = DigestNotes(cache_dir)
+    known = notes.lookup(stamp, key)
+    params = {"key": key, "num_classes": num_classes, "method": method, "smooth": smooth, "normalize": normalize, "ignore_index": ignore_index}
+    if use_cache and known is not None and cache_dir is not None:
+        fingerprint = weights_fingerprint(known, **params)
+        cache_path = cache_dir / "weights" / f"{fingerprint[:32]}.json"
+        if cache_path.exists():
+            try:
+                return _load_cached(cache_path, fingerprint, known, num_classes, method, smooth, normalize, ignore_index)
+            except (classweights.ClassWeightError, KeyError, TypeError, ValueError) as exc:
+                warn(f"ignoring the damaged cached weights at {cache_path} ({exc}); recomputing")
+                warn = _silent
+
+    read_key = {"key": key} if isinstance(labels, (str, os.PathLike)) and key is not None else {}
+    stats, weights = count_and_weigh(labels, num_classes, method, smooth=smooth, normalize=normalize, ignore_index=ignore_index,
+                                     progress=progress, fingerprint=known is None, **read_key)  # fmt: skip
+    digest = known or stats.fingerprint
+    assert digest is not None
+    fingerprint = weights_fingerprint(digest, **params)
+    cache_path = None if cache_dir is None else cache_dir / "weights" / f"{fingerprint[:32]}.json"
+    result = ClassWeights(weights, stats.counts, method, smooth, stats.num_images, fingerprint, digest, cache_path, False, normalize, ignore_index)
     if cache_path is not None:
-        try:
+
+        def write() -> None:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             save_weights_record(result, cache_path, source=source, key=key)
-        except (OSError, classweights.ClassWeightError) as exc:
-            warn(f"could not cache the class weights at {cache_path}: {getattr(exc, 'strerror', None) or exc}")
+            if known is None:
+                notes.remember(stamp, key, digest)
+
+        if not _try(write, warn, f"could not cache the class weights in {cache_dir}"):
+            result = dataclasses.replace(result, cache_path=None)
     return result
 
 
+def _load_cached(path: Path, fingerprint: str, digest: str, num_classes: int, method: str, smooth: float,
+                 normalize: bool, ignore_index: int | None) -> ClassWeights:  # fmt: skip
+    weights, meta = classweights.load_class_weights(path, num_classes=num_classes, with_metadata=True)
+    if meta.get("fingerprint") != fingerprint:
+        raise classweights.ClassWeightError("its fingerprint does not match the data and parameters")
+    counts = torch.tensor(meta["counts"], dtype=torch.int64)
+    if counts.shape != (num_classes,) or bool((counts < 0).any()):
+        raise classweights.ClassWeightError(f"expected {num_classes} non-negative counts, but got {meta['counts']!r}")
+    return ClassWeights(weights, counts, method, smooth, int(meta["num_samples"]), fingerprint, digest, path, True, normalize, ignore_index)
+
+
+def _silent(message: str) -> None:
+    pass
+
+
+def _try(action: Callable[[], None], warn: Callable[[str], None] | None, what: str = "") -> bool:
+    """Run a cache write; on a full, read-only or otherwise failing disk, warn (once) and carry on."""
+    try:
+        action()
+        return True
+    except (OSError, classweights.ClassWeightError) as exc:
+        if warn is not None:
+            warn(f"{what}: {getattr(exc, 'strerror', None) or exc}; continuing without the cache")
+        return False
+
+
 def save_weights_record(result: ClassWeights, path: str | os.PathLike[str], **extra: object) -> None:
-    """Save ``result`` with its provenance (counts, method, fingerprint, ...) through classweights."""
+    """Save ``result`` with its provenance (counts, method, fingerprints, ...) through classweights."""
     classweights.save_class_weights(
         result.weights,
         path,
         counts=result.counts,
         method=result.method,
         smooth=result.smooth,
-        normalize=True,
+        normalize=result.normalize,
+        ignore_index=result.ignore_index,
         num_samples=result.num_samples,
         fingerprint=result.fingerprint,
+        data_digest=result.data_digest,
         **extra,
     )

@@ -10,6 +10,8 @@ memory stays bounded however large the dataset is.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 import sys
 import warnings
@@ -41,12 +43,15 @@ class LabelStats:
             ``c`` (Eigen and Fergus' denominator), or ``None`` if not gathered.
         num_images: samples (first-axis entries) seen.
         num_labels: labels counted, i.e. ``counts.sum()``.
+        fingerprint: sha256 (hex) of the labels' content, or ``None`` if not
+            asked for; see :func:`count_label_stats`.
     """
 
     counts: torch.Tensor
     image_pixels: torch.Tensor | None
     num_images: int
     num_labels: int
+    fingerprint: str | None = None
 
 
 def count_labels(
@@ -121,12 +126,20 @@ def count_label_stats(
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
     presence: bool = False,
+    fingerprint: bool = False,
 ) -> LabelStats:
     """Like :func:`count_labels`, but returns a :class:`LabelStats`.
 
     With ``presence=True`` it also gathers ``image_pixels``: for each class, the
     total number of (non-ignored) labels in the samples that contain it. The
     first axis of an array source, and each dataset item, is one sample.
+
+    With ``fingerprint=True`` it also hashes the labels as it reads them (one
+    pass, no second read of the data): sha256 over their bytes in order, their
+    dtype, the number of samples and the labels per sample. Equal labels give
+    equal fingerprints whatever the source type; changing any one label, the
+    dtype or the shape gives another. Use it as a cache key for anything
+    derived from the labels.
 
     Example:
         >>> import torch
@@ -150,7 +163,8 @@ def count_label_stats(
         return _count_chunk(chunk, num_classes, ignore_index, presence, stream.where)
 
     # Chunks are read and moved to the device in this thread; only counting runs in the pool.
-    on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in stream.chunks)
+    chunks = stream.chunks if not fingerprint else _hashed(stream.chunks, hasher := _LabelHasher())
+    on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in chunks)
     for chunk_counts, chunk_pixels, chunk_images in _ordered_map(work, on_device, workers):
         counts += chunk_counts
         if image_pixels is not None and chunk_pixels is not None:
@@ -164,7 +178,47 @@ def count_label_stats(
     total = int(counts.sum())
     if total == 0:
         raise ClassWeightError(f"Expected at least one label to count, but every label in {stream.where} equals ignore_index={ignore_index}")
-    return LabelStats(counts, image_pixels, images, total)
+    return LabelStats(counts, image_pixels, images, total, hasher.hexdigest(images) if fingerprint else None)
+
+
+# --------------------------------------------------------- fingerprint ----
+
+
+class _LabelHasher:
+    """sha256 over the raw bytes of every chunk, then the dtype and shape.
+
+    Fed in the reading thread while the pool counts the previous chunk; hashlib
+    releases the GIL on large buffers, so hashing overlaps with counting.
+    """
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256(b"classweights-labels-v1\0")
+        self._dtype: str | None = None
+        self._per_sample: int | None = None
+
+    def update(self, data: Any) -> None:
+        if isinstance(data, torch.Tensor):
+            data = data.detach().cpu().contiguous()
+            dtype = str(data.dtype).replace("torch.", "")
+            raw = data.reshape(-1).view(torch.uint8).numpy() if data.numel() else np.empty(0, np.uint8)
+        else:
+            data = np.ascontiguousarray(data)
+            dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
+            raw = data.astype(data.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
+        self._dtype = self._dtype or dtype
+        self._per_sample = data.shape[1] if self._per_sample is None else self._per_sample
+        self._sha.update(memoryview(raw))
+
+    def hexdigest(self, num_images: int) -> str:
+        trailer = {"dtype": self._dtype, "samples": num_images, "per_sample": self._per_sample}
+        self._sha.update(json.dumps(trailer, sort_keys=True).encode())
+        return self._sha.hexdigest()
+
+
+def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:
+    for chunk in chunks:
+        yield chunk
+        hasher.update(chunk.data)  # after the consumer has handed the chunk to a counting thread
 
 
 # ------------------------------------------------------------- helpers ----

@@ -10,7 +10,7 @@ from .counting import LabelStats, count_label_stats
 from .methods import check_method, needs_image_pixels, weights_from_counts
 from .validation import validate_weights
 
-_COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", "progress")
+_COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", "progress", "fingerprint")
 
 
 def compute_class_weights(
@@ -55,7 +55,8 @@ def count_and_weigh(
     """:func:`compute_class_weights` that also returns the :class:`LabelStats` it counted.
 
     Use it when you want to keep the counts (e.g. to save them beside the weights).
-    It gathers the presence statistic only for methods that need it.
+    It gathers the presence statistic only for methods that need it, and the
+    labels' content fingerprint if given ``fingerprint=True``.
 
     Example:
         >>> stats, weights = count_and_weigh([0, 0, 0, 1], 2, "inverse", smooth=0, normalize=False)

@@ -7,8 +7,13 @@ A file looks like::
       "format_version": 1,
       "num_classes": 3,
       "weights": [0.5, 1.0, 1.5],
-      "metadata": {"method": "sqrt_inverse", "counts": [100, 25, 11]}
+      "metadata": {"method": "sqrt_inverse", "counts": [100, 25, 11]},
+      "sha256": "..."
     }
+
+``sha256`` is a checksum of the rest of the record (as compact JSON with sorted
+keys), so a flipped bit or a partial copy is caught on load rather than
+returned as plausible weights. A file edited by hand must drop the field.
 
 Writes are atomic: the text goes to a temporary file in the same folder, is
 flushed to disk, then renamed over the target, so a reader sees the old file
@@ -19,6 +24,7 @@ read with ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -97,6 +103,7 @@ def save_class_weights(weights: Any, path: str | os.PathLike[str], **metadata: A
         "weights": [float(v) for v in values.tolist()],
         "metadata": {str(k): _jsonable(v, str(k)) for k, v in metadata.items()},
     }
+    record["sha256"] = _checksum(record)
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     try:
         atomic_write_bytes(path, text.encode("utf-8"))
@@ -153,6 +160,11 @@ def _parse_json(raw: bytes, file: Path) -> tuple[Any, dict[str, Any]]:
         raise ClassWeightError(f"{str(file)!r} is not a valid class-weights file (JSON expected: {exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
         raise ClassWeightError(f"{str(file)!r} is not a class-weights file (expected \"format\": \"{FORMAT_NAME}\")")
+    if "sha256" in record and record.pop("sha256") != _checksum(record):
+        raise ClassWeightError(
+            f"{str(file)!r} is corrupt: its sha256 does not match its content "
+            "(a damaged copy; if you edited it by hand, delete the \"sha256\" line)"
+        )
     version = record.get("format_version")
     if version != FORMAT_VERSION:
         raise ClassWeightError(f"{str(file)!r} has format_version {version!r}; this version of classweights reads {FORMAT_VERSION}")
@@ -165,6 +177,11 @@ def _parse_json(raw: bytes, file: Path) -> tuple[Any, dict[str, Any]]:
     if not isinstance(metadata, dict):
         raise ClassWeightError(f"{str(file)!r}: expected \"metadata\" to be an object")
     return torch.tensor(weights, dtype=torch.float64), metadata
+
+
+def _checksum(record: dict[str, Any]) -> str:
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _reject_constant(name: str) -> Any:

@@ -25,40 +25,48 @@ def compute(
     num_classes: Annotated[int, typer.Option(help="Number of classes; labels must lie in [0, num_classes).")] = 10,
     out: Annotated[Optional[Path], typer.Option(help="Save the weights to this JSON file (atomically).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (counts, weights, method, ratio, source) and nothing else.")] = False,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse weights cached for the same file content and options (in the arcvae cache folder).")] = True,
 ) -> None:
     """Count the labels in DATA and turn the counts into class weights."""
-    import classweights
-    from classweights.pipeline import count_and_weigh
-
+    from classweights.methods import check_method
     from rich.markup import escape
 
     from ..console import default_console
+    from ..data import default_cache_dir
+    from ..weights import FileStamp, resolve_class_weights, save_weights_record
 
-    stats, weights = _with_progress(
-        lambda progress: count_and_weigh(data, num_classes, method, smooth=smooth, normalize=normalize, key=key, ignore_index=ignore_index, progress=progress),
+    check_method(method, {})  # an unknown method fails before any reading
+    stamp = FileStamp.of(data)  # taken before the file is read
+    warn_console = default_console(stderr=True)
+    result = _with_progress(
+        lambda progress: resolve_class_weights(
+            data, key=key, num_classes=num_classes, method=method, smooth=smooth, normalize=normalize, ignore_index=ignore_index,
+            cache_dir=default_cache_dir(), use_cache=cache, source=str(data), stamp=stamp, progress=progress,
+            warn=lambda message: warn_console.print(f"[yellow]warning:[/] {escape(message)}"),
+        ),
         quiet=as_json,
     )  # fmt: skip
-    values = weights.tolist()
+    counts = result.counts.tolist()
+    values = result.weights.tolist()
     positive = [v for v in values if v > 0]  # an ignored class has weight 0
     ratio = max(positive) / min(positive)
     if out is not None:
-        classweights.save_class_weights(
-            weights, out, counts=stats.counts, method=method, smooth=smooth, normalize=normalize,
-            ignore_index=ignore_index, source=str(data), key=key, num_samples=stats.num_images,
-        )  # fmt: skip
+        save_weights_record(result, out, source=str(data), key=key)
     if as_json:
-        record = {"counts": stats.counts.tolist(), "weights": values, "method": method, "ratio": ratio, "source": str(data)}
+        record = {"counts": counts, "weights": values, "method": method, "ratio": ratio, "source": str(data)}
         typer.echo(json.dumps(record))
         return
-    absent = [c for c, n in enumerate(stats.counts.tolist()) if n == 0 and c != ignore_index]
+    absent = [c for c, n in enumerate(counts) if n == 0 and c != ignore_index]
     if absent:
         plural = len(absent) > 1
         message = (f"class{'es' if plural else ''} {', '.join(map(str, absent))} never occur{'' if plural else 's'} in {data}; "
                    f"{method} gives {'them' if plural else 'it'} the weight of a count of 0 (check --num-classes)")  # fmt: skip
         default_console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}")
-    _print_table(stats.counts.tolist(), values, title=f"{method} weights for {data} ({stats.num_images:,} samples, {stats.num_labels:,} labels)")
+    _print_table(counts, values, title=f"{method} weights for {data} ({result.num_samples:,} samples, {sum(counts):,} labels)")
     console = default_console()
     console.print(f"Weight ratio (max/min): {ratio:.2f}x")
+    if result.from_cache:
+        console.print(f"[WEIGHTS] Loaded from the cache: {result.cache_path} (--no-cache recounts)")
     if out is not None:
         console.print(f"[WEIGHTS] Saved to: {out}")
 
