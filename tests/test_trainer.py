@@ -98,20 +98,6 @@ def test_resume_continues_exactly_where_it_stopped(tiny_corpus, tmp_path, monkey
         assert a["val_per_class_accuracy"] == pytest.approx(b["val_per_class_accuracy"])
 
 
-def test_resume_refuses_changed_data(tiny_corpus, tmp_path, monkeypatch):
-    import numpy as np
-
-    from arcvae.data import load_corpus, save_corpus
-
-    splits = load_corpus(tiny_corpus)
-    copy = save_corpus(splits, tmp_path / "copy.npz")
-    interrupted_after_first_epoch(TrainConfig(data=str(copy), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, target_accuracy=1.0), monkeypatch)
-    splits["train"] = np.where(splits["train"] == 3, 4, splits["train"]).astype(np.uint8)
-    save_corpus(splits, copy)
-    with pytest.raises(ArcvaeError, match="cannot resume .* class weights came from other data"):
-        trainer.train(TrainConfig(), quiet()[0], resume=tmp_path / "run")
-
-
 def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):
     config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True)
     trainer.train(config, quiet()[0])
@@ -138,18 +124,6 @@ def test_unavailable_device_is_a_clear_error(device):
         pytest.skip(f"{device} is available here")
     with pytest.raises(ArcvaeError, match=f"device '{device}' was requested, but"):
         trainer.resolve_device(device)
-
-
-def test_load_checkpoint_never_runs_code(tmp_path):
-    class Planted:
-        def __reduce__(self):
-            return (exec, ("open('pwned', 'w').write('x')",))
-
-    path = tmp_path / "last.pt"
-    torch.save({"version": 1, "evil": Planted()}, path)
-    with pytest.raises(ArcvaeError, match="could not load checkpoint"):
-        trainer.load_checkpoint(path)
-    assert not (tmp_path / "pwned").exists()
 
 
 def test_resuming_a_finished_run_does_nothing(tiny_corpus, tmp_path):
