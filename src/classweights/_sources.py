@@ -43,38 +43,72 @@ class Stream:
     chunks: Iterator[Chunk]
     total: int | None
     where: str
+    sharded: bool = False  # True if only this rank's shard of the samples is read
 
 
-def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, parts: int = 1) -> Stream:
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of a sized source: ``rank`` of ``world``.
+
+    With ``block_bytes``, shard boundaries fall on whole blocks of that many
+    bytes of samples (the fingerprint's hash blocks), so per-shard digests
+    combine into the single-process fingerprint.
+    """
+
+    rank: int
+    world: int
+    block_bytes: int | None = None
+
+
+def _shard_rows(n: int, shard: Shard | None, row_bytes: int) -> tuple[int, int]:
+    """The contiguous samples ``[lo, hi)`` of ``shard`` among ``n`` (all of them without a shard)."""
+    if shard is None:
+        return 0, n
+    if shard.block_bytes is None:
+        return n * shard.rank // shard.world, n * (shard.rank + 1) // shard.world
+    rows = max(1, shard.block_bytes // max(1, row_bytes))
+    blocks = -(-n // rows)
+    return min(n, blocks * shard.rank // shard.world * rows), min(n, blocks * (shard.rank + 1) // shard.world * rows)
+
+
+def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, parts: int = 1, shard: Shard | None = None) -> Stream:
     """Dispatch ``source`` to the reader that knows its type.
 
     Without ``chunk_size``, an array already in memory is cut into a multiple of
     ``parts`` equal chunks (at most ``MAX_IN_MEMORY_CHUNK`` labels each), so
     ``parts`` threads get equal work; files and other sources use
     ``DEFAULT_CHUNK_SIZE``, which bounds the memory used.
+
+    With ``shard=(rank, world)``, a sized source (array, tensor, file, map-style
+    dataset) yields only the contiguous samples ``[n*rank//world, n*(rank+1)//world)``;
+    ``Stream.sharded`` tells whether it did. Iterables are never sharded.
     """
     size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ClassWeightError(f"Expected `chunk_size` to be a positive integer, but got {chunk_size!r}")
     if isinstance(source, (str, os.PathLike)):
-        return _open_path(Path(source), key, size)
+        return _open_path(Path(source), key, size, shard)
     if isinstance(source, (torch.Tensor, np.ndarray)):
         if chunk_size is None and not isinstance(source, np.memmap):
-            size = _balanced_chunk_size(int(np.prod(source.shape, dtype=np.int64)), parts)
-        return _array_stream(source, size, where="labels")
+            n = source.shape[0] if source.ndim else 1
+            per_row = int(np.prod(source.shape[1:], dtype=np.int64))
+            lo, hi = _shard_rows(n, shard, per_row * _itemsize(source))
+            size = _balanced_chunk_size(per_row * (hi - lo), parts)
+        return _array_stream(source, size, where="labels", shard=shard)
     if isinstance(source, Mapping):
         name = _pick_key(list(source.keys()), key, "mapping")
-        return _array_stream(_as_array(source[name], f"mapping[{name!r}]"), size, where=f"mapping[{name!r}]")
+        return _array_stream(_as_array(source[name], f"mapping[{name!r}]"), size, where=f"mapping[{name!r}]", shard=shard)
     if isinstance(source, (list, tuple)) and source and all(_is_scalar(v) for v in source[:1]):
-        return _array_stream(_as_array(source, "labels"), size, where="labels")
+        return _array_stream(_as_array(source, "labels"), size, where="labels", shard=shard)
     tensors = getattr(source, "tensors", None)  # torch.utils.data.TensorDataset
     if isinstance(tensors, tuple) and tensors and all(isinstance(t, torch.Tensor) for t in tensors):
         index = key if isinstance(key, int) and not isinstance(key, bool) else 0
         if not -len(tensors) <= index < len(tensors):
             raise ClassWeightError(f"Expected key= to index the {len(tensors)} tensors of the TensorDataset, but got {key!r}")
-        return _array_stream(tensors[index], size, where=f"TensorDataset.tensors[{index}]")
+        return _array_stream(tensors[index], size, where=f"TensorDataset.tensors[{index}]", shard=shard)
     if hasattr(source, "__getitem__") and hasattr(source, "__len__") and not isinstance(source, (str, bytes)):
-        return Stream(_dataset_chunks(source, key, size), len(source), where="dataset")
+        lo, hi = _shard_rows(len(source), shard, _item_bytes(source, key) if shard and shard.block_bytes else 0)
+        return Stream(_dataset_chunks(source, key, size, lo, hi), hi - lo, where="dataset", sharded=shard is not None)
     if isinstance(source, Iterable):
         return Stream(_batch_chunks(source, key, size), None, where="batches")
     raise ClassWeightError(
@@ -111,26 +145,27 @@ def _as_array(value: Any, where: str) -> np.ndarray | torch.Tensor:
     return array
 
 
-def _array_stream(array: np.ndarray | torch.Tensor, chunk_size: int, *, where: str) -> Stream:
+def _array_stream(array: np.ndarray | torch.Tensor, chunk_size: int, *, where: str, shard: Shard | None = None) -> Stream:
     """Slice ``array`` along its first axis; a 1-D array is one label per sample, a scalar one sample."""
     shape = tuple(array.shape)
     n = shape[0] if shape else 1
     per_row = int(np.prod(shape[1:], dtype=np.int64))
+    first, end = _shard_rows(n, shard, per_row * _itemsize(array))
     step = _rows_per_chunk(per_row, chunk_size)
     rows = array.reshape(1) if not shape else array
 
     def chunks() -> Iterator[Chunk]:
-        for lo in range(0, n, step):
-            part = rows[lo : lo + step]
+        for lo in range(first, end, step):
+            part = rows[lo : min(lo + step, end)]
             yield Chunk(part.reshape(part.shape[0], per_row), lo * per_row)
 
-    return Stream(chunks(), n, where)
+    return Stream(chunks(), end - first, where, sharded=shard is not None)
 
 
 # ----------------------------------------------------------------- files ----
 
 
-def _open_path(path: Path, key: str | int | None, chunk_size: int) -> Stream:
+def _open_path(path: Path, key: str | int | None, chunk_size: int, shard: Shard | None = None) -> Stream:
     if not path.exists():
         raise ClassWeightError(f"Expected an existing .npy or .npz file, but {str(path)!r} does not exist")
     if path.is_dir():
@@ -143,11 +178,11 @@ def _open_path(path: Path, key: str | int | None, chunk_size: int) -> Stream:
             handle = path.open("rb")
         except OSError as exc:
             raise ClassWeightError(f"could not read {str(path)!r}: {exc.strerror or exc}") from None
-        return _npy_stream(handle, str(path), chunk_size, close=handle.close,
+        return _npy_stream(handle, str(path), chunk_size, shard=shard, close=handle.close,
                            load_whole=lambda: np.load(path, mmap_mode="r", allow_pickle=False),
                            unreadable=f"could not read {str(path)!r} as a .npy file")  # fmt: skip
     if suffix == ".npz":
-        return _npz_stream(path, key, chunk_size)
+        return _npz_stream(path, key, chunk_size, shard)
     raise ClassWeightError(f"Expected a path ending in .npy or .npz, but got {str(path)!r}")
 
 
@@ -165,7 +200,7 @@ def _pick_key(keys: list[str], key: str | int | None, where: str) -> str:
     )
 
 
-def _npz_stream(path: Path, key: str | int | None, chunk_size: int) -> Stream:
+def _npz_stream(path: Path, key: str | int | None, chunk_size: int, shard: Shard | None = None) -> Stream:
     """Stream one member of an ``.npz`` (compressed or not) without loading it whole."""
     try:
         archive = zipfile.ZipFile(path)
@@ -188,7 +223,7 @@ def _npz_stream(path: Path, key: str | int | None, chunk_size: int) -> Stream:
         member.close()
         archive.close()
 
-    return _npy_stream(member, where, chunk_size, close=close,
+    return _npy_stream(member, where, chunk_size, shard=shard, close=close,
                        load_whole=lambda: np.load(path, allow_pickle=False)[name], unreadable=f"could not read {where}")  # fmt: skip
 
 
@@ -197,6 +232,7 @@ def _npy_stream(
     where: str,
     chunk_size: int,
     *,
+    shard: Shard | None = None,
     close: Callable[[], None],
     load_whole: Callable[[], np.ndarray],
     unreadable: str,
@@ -228,17 +264,20 @@ def _npy_stream(
             array = load_whole()
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ClassWeightError(f"{unreadable}: {exc}") from None
-        return _array_stream(array, chunk_size, where=where)
+        return _array_stream(array, chunk_size, where=where, shard=shard)
 
     n = shape[0] if shape else 1
     per_row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
     step = _rows_per_chunk(per_row, chunk_size)
     row_bytes = per_row * dtype.itemsize
+    first, end = _shard_rows(n, shard, row_bytes)
 
     def chunks() -> Iterator[Chunk]:
         try:
-            for lo in range(0, n, step):
-                rows = min(step, n - lo)
+            if first:
+                _skip(handle, first * row_bytes)
+            for lo in range(first, end, step):
+                rows = min(step, end - lo)
                 buffer = np.empty(rows * row_bytes, dtype=np.uint8)  # not zero-filled: read() fills it
                 view = memoryview(buffer)
                 filled = 0
@@ -253,7 +292,19 @@ def _npy_stream(
         finally:
             close()
 
-    return Stream(chunks(), n, where)
+    return Stream(chunks(), end - first, where, sharded=shard is not None)
+
+
+def _skip(handle: BinaryIO, count: int) -> None:
+    """Move ``count`` bytes forward: a seek for files and stored zip members, else read and drop."""
+    if handle.seekable():
+        handle.seek(count, os.SEEK_CUR)
+        return
+    while count:
+        got = len(handle.read(min(count, DEFAULT_CHUNK_SIZE)))
+        if not got:
+            return  # the truncation is reported by the first read
+        count -= got
 
 
 # ------------------------------------------------- datasets and batches ----
@@ -287,13 +338,18 @@ def _stack(parts: list[np.ndarray | torch.Tensor]) -> np.ndarray | torch.Tensor:
     return np.stack([np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p) for p in parts])
 
 
-def _dataset_chunks(dataset: Any, key: str | int | None, chunk_size: int) -> Iterator[Chunk]:
-    """Stack consecutive same-shaped items into chunks of about ``chunk_size`` labels."""
+def _dataset_chunks(dataset: Any, key: str | int | None, chunk_size: int, first: int = 0, end: int | None = None) -> Iterator[Chunk]:
+    """Stack consecutive same-shaped items ``first..end`` into chunks of about ``chunk_size`` labels.
+
+    Flat indices (for errors) count from item 0, taking the items before
+    ``first`` to be the size of item ``first``.
+    """
     pending: list[np.ndarray | torch.Tensor] = []
-    start = 0
-    flat = 0
-    for i in range(len(dataset)):
+    start = flat = -1
+    for i in range(first, len(dataset) if end is None else end):
         item = _labels_of(dataset[i], key, f"dataset item {i}")
+        if flat < 0:
+            start = flat = first * _numel(item)
         if pending and (item.shape != pending[0].shape or len(pending) >= _rows_per_chunk(_numel(item), chunk_size)):
             block = _stack(pending)
             yield Chunk(block.reshape(len(pending), -1), start)
@@ -303,6 +359,18 @@ def _dataset_chunks(dataset: Any, key: str | int | None, chunk_size: int) -> Ite
     if pending:
         block = _stack(pending)
         yield Chunk(block.reshape(len(pending), -1), start)
+
+
+def _itemsize(array: np.ndarray | torch.Tensor) -> int:
+    return int(array.element_size() if isinstance(array, torch.Tensor) else array.dtype.itemsize)
+
+
+def _item_bytes(dataset: Any, key: str | int | None) -> int:
+    """Bytes of one dataset item's labels (the first; used to align shards to hash blocks)."""
+    if len(dataset) == 0:
+        return 1
+    item = _labels_of(dataset[0], key, "dataset item 0")
+    return _numel(item) * _itemsize(item)
 
 
 def _numel(array: np.ndarray | torch.Tensor) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ._errors import ClassWeightError
-from ._sources import Chunk, open_source
+from ._sources import Chunk, Shard, open_source
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
@@ -64,6 +64,7 @@ def count_labels(
     num_threads: int | None = None,
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
+    distributed: bool = False,
 ) -> torch.Tensor:
     """Count how many labels of each class ``source`` holds.
 
@@ -90,13 +91,22 @@ def count_labels(
         device: where to count (default: the device of a tensor source, else CPU).
         progress: optional callback ``progress(done, total)`` called after every
             chunk with the samples done so far and the total (``None`` if unknown).
+            With ``distributed=True`` both count this rank's samples.
+        distributed: count across the processes of the initialised default
+            ``torch.distributed`` process group. Each rank reads only its
+            contiguous shard of a sized source (array, tensor, ``.npy``/``.npz``
+            path, map-style dataset), or everything an iterable gives it (e.g. a
+            ``DataLoader`` with a ``DistributedSampler``); the counts are then
+            summed with ``all_reduce``, so every rank returns the global counts.
+            Every rank must call it. An error on any rank is raised on all.
 
     Returns:
         int64 tensor of shape ``[C]`` on the CPU.
 
     Raises:
         ClassWeightError: for an empty source, labels out of range, negative,
-            non-integer or NaN labels, unsupported dtypes, missing files or keys.
+            non-integer or NaN labels, unsupported dtypes, missing files or keys;
+            and for ``distributed=True`` without an initialised process group.
 
     Example:
         >>> import torch
@@ -112,6 +122,7 @@ def count_labels(
         num_threads=num_threads,
         device=device,
         progress=progress,
+        distributed=distributed,
     ).counts
 
 
@@ -127,6 +138,7 @@ def count_label_stats(
     progress: ProgressCallback | None = None,
     presence: bool = False,
     fingerprint: bool = False,
+    distributed: bool = False,
 ) -> LabelStats:
     """Like :func:`count_labels`, but returns a :class:`LabelStats`.
 
@@ -139,7 +151,13 @@ def count_label_stats(
     dtype, the number of samples and the labels per sample. Equal labels give
     equal fingerprints whatever the source type; changing any one label, the
     dtype or the shape gives another. Use it as a cache key for anything
-    derived from the labels.
+    derived from the labels. With ``distributed=True`` each rank hashes whole
+    blocks of about 16 MiB of samples and the ranks combine their digests: the
+    fingerprint is the same whatever the number of processes (iterables, which
+    are not sharded, are the exception).
+
+    With ``distributed=True`` (see :func:`count_labels`), ``image_pixels``,
+    ``num_images`` and ``num_labels`` are global too.
 
     Example:
         >>> import torch
@@ -151,68 +169,157 @@ def count_label_stats(
     if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
         raise ClassWeightError(f"Expected `ignore_index` to be an integer or None, but got {ignore_index!r}")
     workers = _resolve_threads(num_threads)
-    # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
-    stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers)
+    shard = _process_group_shard(HASH_BLOCK_BYTES if fingerprint else None) if distributed else None
     target = _resolve_device(device, source)
-
     counts = torch.zeros(num_classes, dtype=torch.int64)
     image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
     images = 0
+    where = "labels"
+    hasher = _LabelHasher() if fingerprint else None
+    failure: BaseException | None = None
+    try:
+        # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
+        stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers, shard=shard)
+        where = stream.where
 
-    def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-        return _count_chunk(chunk, num_classes, ignore_index, presence, stream.where)
+        def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+            return _count_chunk(chunk, num_classes, ignore_index, presence, stream.where)
 
-    # Chunks are read and moved to the device in this thread; only counting runs in the pool.
-    chunks = stream.chunks if not fingerprint else _hashed(stream.chunks, hasher := _LabelHasher())
-    on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in chunks)
-    for chunk_counts, chunk_pixels, chunk_images in _ordered_map(work, on_device, workers):
-        counts += chunk_counts
-        if image_pixels is not None and chunk_pixels is not None:
-            image_pixels += chunk_pixels
-        images += chunk_images
-        if progress is not None:
-            progress(images, stream.total)
+        # Chunks are read and moved to the device in this thread; only counting runs in the pool.
+        chunks = stream.chunks if hasher is None else _hashed(stream.chunks, hasher)
+        on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in chunks)
+        for chunk_counts, chunk_pixels, chunk_images in _ordered_map(work, on_device, workers):
+            counts += chunk_counts
+            if image_pixels is not None and chunk_pixels is not None:
+                image_pixels += chunk_pixels
+            images += chunk_images
+            if progress is not None:
+                progress(images, stream.total)
+    except Exception as exc:  # with other ranks waiting in all_reduce, an error must reach them first
+        if shard is None:
+            raise
+        failure = exc
+    hashed = None if hasher is None else hasher.finish()
+    if shard is not None:
+        counts, image_pixels, images, hashed = _reduce_across_ranks(counts, image_pixels, images, hashed, failure)
+        if shard.world > 1:
+            where = f"{where} (all {shard.world} ranks)"
+    digest = None if hashed is None else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images)
 
     if images == 0:
-        raise ClassWeightError(f"Expected at least one label, but {stream.where} is empty")
+        raise ClassWeightError(f"Expected at least one label, but {where} is empty")
     total = int(counts.sum())
     if total == 0:
-        raise ClassWeightError(f"Expected at least one label to count, but every label in {stream.where} equals ignore_index={ignore_index}")
-    return LabelStats(counts, image_pixels, images, total, hasher.hexdigest(images) if fingerprint else None)
+        raise ClassWeightError(f"Expected at least one label to count, but every label in {where} equals ignore_index={ignore_index}")
+    return LabelStats(counts, image_pixels, images, total, digest)
+
+
+# --------------------------------------------------------- distributed ----
+
+
+def _process_group_shard(block_bytes: int | None) -> Shard:
+    """This rank's shard in the default process group, or a clear error if there is none."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ClassWeightError(
+            "Expected an initialised torch.distributed process group for distributed=True, but there is none "
+            "(call torch.distributed.init_process_group first, e.g. under torchrun, or pass distributed=False)"
+        )
+    return Shard(dist.get_rank(), dist.get_world_size(), block_bytes)
+
+
+def _reduce_across_ranks(
+    counts: torch.Tensor, image_pixels: torch.Tensor | None, images: int, hashed: _LabelHasher | None, failure: BaseException | None
+) -> tuple[torch.Tensor, torch.Tensor | None, int, _LabelHasher | None]:
+    """Sum this rank's statistics with every other rank's; raise on all ranks if any rank failed."""
+    import torch.distributed as dist
+
+    c = counts.numel()
+    parts = [counts, image_pixels if image_pixels is not None else torch.zeros(0, dtype=torch.int64),
+             torch.tensor([images, failure is not None], dtype=torch.int64)]  # fmt: skip
+    packed = torch.cat(parts)
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        packed = packed.to(torch.device("cuda", torch.cuda.current_device()))
+    dist.all_reduce(packed)
+    packed = packed.cpu()
+    if int(packed[-1]):
+        messages: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(messages, None if failure is None else str(failure))
+        if failure is not None:
+            raise failure
+        rank, message = next((r, m) for r, m in enumerate(messages) if m is not None)
+        raise ClassWeightError(f"counting failed on rank {rank}: {message}")
+    if hashed is not None:  # every rank's block digests, in rank order: the single-process fingerprint
+        shards: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(shards, (hashed.blocks, hashed.dtype, hashed.per_sample))
+        hashed = _LabelHasher()
+        hashed.blocks = [block for blocks, _, _ in shards for block in blocks]
+        hashed.dtype, hashed.per_sample = next(((d, p) for _, d, p in shards if d is not None), (None, None))
+    pixels = packed[c : 2 * c] if image_pixels is not None else None
+    return packed[:c], pixels, int(packed[-2]), hashed
 
 
 # --------------------------------------------------------- fingerprint ----
 
 
-class _LabelHasher:
-    """sha256 over the raw bytes of every chunk, then the dtype and shape.
+HASH_BLOCK_BYTES = 1 << 24  # labels are hashed in blocks of whole samples of about 16 MiB
 
-    Fed in the reading thread while the pool counts the previous chunk; hashlib
-    releases the GIL on large buffers, so hashing overlaps with counting.
+
+class _LabelHasher:
+    """The labels' fingerprint: sha256 over the sha256 of each block of samples, then dtype and shape.
+
+    Hashing block by block lets ranks that read whole blocks each (see
+    ``_sources.Shard``) combine their digests into the same fingerprint a
+    single process computes. Fed in the reading thread while the pool counts
+    the previous chunk; hashlib releases the GIL on large buffers.
     """
 
     def __init__(self) -> None:
-        self._sha = hashlib.sha256(b"classweights-labels-v1\0")
-        self._dtype: str | None = None
-        self._per_sample: int | None = None
+        self.blocks: list[str] = []
+        self.dtype: str | None = None
+        self.per_sample: int | None = None
+        self._block = hashlib.sha256()
+        self._rows_in_block = 0
+        self._block_rows = 0
 
     def update(self, data: Any) -> None:
         if isinstance(data, torch.Tensor):
             data = data.detach().cpu().contiguous()
             dtype = str(data.dtype).replace("torch.", "")
-            raw = data.reshape(-1).view(torch.uint8).numpy() if data.numel() else np.empty(0, np.uint8)
+            raw = data.view(torch.uint8).numpy() if data.numel() else np.empty((data.shape[0], 0), np.uint8)
         else:
             data = np.ascontiguousarray(data)
             dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
-            raw = data.astype(data.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
-        self._dtype = self._dtype or dtype
-        self._per_sample = data.shape[1] if self._per_sample is None else self._per_sample
-        self._sha.update(memoryview(raw))
+            raw = data.astype(data.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(data.shape[0], -1)
+        if self.dtype is None:
+            self.dtype, self.per_sample = dtype, int(data.shape[1])
+            self._block_rows = max(1, HASH_BLOCK_BYTES // max(1, raw.shape[1]))
+        i = 0
+        while i < raw.shape[0]:
+            take = min(raw.shape[0] - i, self._block_rows - self._rows_in_block)
+            self._block.update(memoryview(raw[i : i + take]))
+            self._rows_in_block += take
+            i += take
+            if self._rows_in_block == self._block_rows:
+                self._close_block()
 
-    def hexdigest(self, num_images: int) -> str:
-        trailer = {"dtype": self._dtype, "samples": num_images, "per_sample": self._per_sample}
-        self._sha.update(json.dumps(trailer, sort_keys=True).encode())
-        return self._sha.hexdigest()
+    def _close_block(self) -> None:
+        self.blocks.append(self._block.hexdigest())
+        self._block, self._rows_in_block = hashlib.sha256(), 0
+
+    def finish(self) -> _LabelHasher:
+        if self._rows_in_block:
+            self._close_block()
+        return self
+
+
+def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | None, samples: int) -> str:
+    sha = hashlib.sha256(b"classweights-labels-v1\0")
+    for block in blocks:
+        sha.update(bytes.fromhex(block))
+    sha.update(json.dumps({"dtype": dtype, "samples": samples, "per_sample": per_sample}, sort_keys=True).encode())
+    return sha.hexdigest()
 
 
 def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:

@@ -10,7 +10,7 @@ from .counting import LabelStats, count_label_stats
 from .methods import check_method, needs_image_pixels, weights_from_counts
 from .validation import validate_weights
 
-_COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", "progress", "fingerprint")
+_COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", "progress", "fingerprint", "distributed")
 
 
 def compute_class_weights(
@@ -28,7 +28,7 @@ def compute_class_weights(
         num_classes: number of classes ``C``.
         method, smooth, normalize: as in :func:`~classweights.weights_from_counts`.
         **kwargs: counting options (``ignore_index``, ``key``, ``chunk_size``,
-            ``num_threads``, ``device``, ``progress``) and weighting options
+            ``num_threads``, ``device``, ``progress``, ``distributed``) and weighting options
             (``clip`` and method parameters such as ``beta``).
 
     Returns:

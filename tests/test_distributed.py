@@ -1,0 +1,126 @@
+"""torch.distributed: sharded counting on spawned 2-process gloo groups (CPU), and DDP training."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import classweights
+from classweights import ClassWeightError
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def torchrun(*args: str, nproc: int = 2, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone`` (rendezvous on localhost, a free port), two CPU processes."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def test_distributed_without_a_process_group_is_a_clear_error():
+    with pytest.raises(ClassWeightError, match="Expected an initialised torch.distributed process group for distributed=True"):
+        classweights.count_labels(np.zeros((2, 2), np.uint8), 2, distributed=True)
+
+
+@pytest.fixture(scope="module")
+def two_rank_counts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist")
+    rng = np.random.default_rng(0)
+    grids = rng.integers(1, 10, size=(301, 16, 16), dtype=np.uint8)
+    grids[rng.random(grids.shape) < 0.9] = 0
+    masks = grids.copy()
+    masks[rng.random(masks.shape) < 0.2] = 255
+    np.save(folder / "grids.npy", grids)
+    np.save(folder / "masks.npy", masks)
+    np.savez(folder / "grids.npz", train=grids[:10], val=grids)
+    np.savez_compressed(folder / "packed.npz", train=grids)
+    result = torchrun(str(HERE / "dist_worker.py"), str(folder))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((folder / f"rank{r}.json").read_text()) for r in range(2)]
+    return grids, masks, ranks
+
+
+def single(source, **options) -> dict:
+    stats = classweights.count_label_stats(source, 10, **options)
+    return {"counts": stats.counts.tolist(), "num_images": stats.num_images, "num_labels": stats.num_labels,
+            "image_pixels": None if stats.image_pixels is None else stats.image_pixels.tolist(), "fingerprint": stats.fingerprint}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sharded_counts_equal_single_process_counts_for_every_source(two_rank_counts):
+    grids, masks, ranks = two_rank_counts
+    expected = {
+        "array": single(grids),
+        "array, presence": single(grids, presence=True),
+        "one sample (an empty shard)": single(grids[:1]),
+        "tensor int64": single(grids),
+        "npy path": single(grids),
+        "npz member": single(grids),
+        "npz compressed": single(grids),
+        "map-style dataset": single(grids),
+        "TensorDataset": single(masks, ignore_index=255),
+        "ignore_index": single(masks, ignore_index=255, presence=True),
+        "DataLoader + DistributedSampler": single(grids[:300]),
+    }
+    for name, want in expected.items():
+        for rank in ranks:
+            got = rank[name]
+            assert "error" not in got, (name, got)
+            assert {k: got[k] for k in ("counts", "num_images", "num_labels", "image_pixels")} == {
+                k: want[k] for k in ("counts", "num_images", "num_labels", "image_pixels")
+            }, name
+    assert ranks[0]["weights"] == ranks[1]["weights"] == pytest.approx(classweights.compute_class_weights(grids, 10).tolist())
+
+
+@pytest.mark.slow
+def test_sharded_fingerprint_equals_the_single_process_one(two_rank_counts, monkeypatch):
+    grids, _, ranks = two_rank_counts
+    a, b = ranks[0]["fingerprint"]["fingerprint"], ranks[1]["fingerprint"]["fingerprint"]
+    assert a == b == single(grids, fingerprint=True)["fingerprint"]  # whatever the number of processes
+    monkeypatch.setattr(classweights.counting, "HASH_BLOCK_BYTES", 4096)  # as the ranks did: 19 blocks, split 9 + 10
+    small = single(grids, fingerprint=True)["fingerprint"]
+    for name in ("fingerprint, 4 KiB blocks", "fingerprint, npy, 4 KiB blocks"):
+        assert ranks[0][name]["fingerprint"] == ranks[1][name]["fingerprint"] == small, name
+    assert small != a
+
+
+@pytest.mark.slow
+def test_an_error_on_one_rank_is_raised_on_every_rank(two_rank_counts):
+    _, _, ranks = two_rank_counts
+    errors = [rank["bad label on rank 1 only"]["error"] for rank in ranks]
+    assert "label 12 at flat index 38400 is out of range" in errors[1]  # rank 1's own message, with the global index
+    assert errors[0].startswith("counting failed on rank 1: ") and "label 12" in errors[0]
+
+
+@given(n=st.integers(0, 500), world=st.integers(1, 9), row_bytes=st.integers(1, 300), block=st.sampled_from([None, 1, 64, 4096]))
+def test_shards_partition_the_samples_contiguously(n, world, row_bytes, block):
+    from classweights._sources import Shard, _shard_rows
+
+    bounds = [_shard_rows(n, Shard(r, world, block), row_bytes) for r in range(world)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(a[1] == b[0] and a[0] <= a[1] for a, b in zip(bounds, bounds[1:]))
+    if block is not None:  # every boundary but the end falls on a whole hash block
+        rows = max(1, block // row_bytes)
+        assert all(lo % rows == 0 for lo, _ in bounds)
+
+
+@given(chunk=st.integers(1, 5000), block_rows=st.integers(1, 40))
+def test_fingerprint_does_not_depend_on_chunking_across_many_blocks(chunk, block_rows):
+    import unittest.mock
+
+    grids = np.random.default_rng(1).integers(0, 10, size=(97, 8, 8), dtype=np.uint8)
+    with unittest.mock.patch.object(classweights.counting, "HASH_BLOCK_BYTES", block_rows * 64):
+        whole = classweights.count_label_stats(grids, 10, fingerprint=True).fingerprint
+        assert classweights.count_label_stats(grids, 10, fingerprint=True, chunk_size=chunk).fingerprint == whole
+        assert classweights.count_label_stats(list(grids), 10, fingerprint=True, chunk_size=chunk).fingerprint == whole
