@@ -8,6 +8,7 @@ the targets has no accuracy: it is reported as ``None``, never as 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,12 @@ class Tally:
         self.total += both[:num_classes] + both[num_classes:]
         self.perfect += hit.reshape(hit.shape[0], -1).all(dim=1).sum()
         self.grids += targets.shape[0]
+
+    def summed(self, sum_: Callable[[torch.Tensor], torch.Tensor]) -> Tally:
+        """A copy with every count passed through ``sum_`` (one call), e.g. a sum over processes."""
+        c = self.total.numel()
+        packed = sum_(torch.cat([self.correct, self.total, self.perfect.reshape(1), self.grids.reshape(1)]))
+        return Tally(packed[:c], packed[c : 2 * c], packed[2 * c], packed[2 * c + 1])
 
     def summary(self, background: int = 0) -> dict[str, Any]:
         """Plain-Python metrics (one host transfer)."""

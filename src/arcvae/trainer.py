@@ -19,12 +19,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from rich.console import Console
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import classweights
 from classweights.storage import atomic_write_bytes
 
 from . import data as corpus
+from . import distributed
+from .distributed import SINGLE, Dist
 from .config import TrainConfig
 from .errors import ArcvaeError
 from .losses import BetaSchedule, FocalLoss, kl_divergence
@@ -49,6 +52,8 @@ class RunResult:
     reached_target: bool
     final: dict[str, Any] = field(default_factory=dict)  # last evaluation metrics
     best_val_objective: float | None = None  # normal mode: best recon + beta_max * KL
+    model: BetaVAE | None = None  # the trained model (None when a finished run is only reported)
+    class_weights: torch.Tensor | None = None  # the weights the loss used (None without class weights)
 
 
 # ------------------------------------------------------------ set-up ----
@@ -197,28 +202,36 @@ def train(
     last checkpoint and training continues where it stopped; ``device``
     overrides the saved device. A finished run is reported, not retrained.
     """
-    report = report or Reporter()
     config = dataclasses.replace(config)  # resolved paths are written into this copy, not the caller's
     checkpoint = None
     if resume is not None:
-        run_dir = Path(resume)
-        checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        checkpoint = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
         config = TrainConfig.from_dict(checkpoint["config"])
         if device is not None:
             config.device = device
+    group, target = distributed.setup(config.device)  # under torchrun: join the process group
+    if not group.is_main:  # rank 0 alone prints
+        report = Reporter(Console(quiet=True))
+    return _train(config, report or Reporter(), group, target or resolve_device(config.device), checkpoint, resume)
+
+
+def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.device,
+           checkpoint: dict[str, Any] | None, resume: str | Path | None) -> RunResult:  # fmt: skip
+    if checkpoint is not None:
+        run_dir = Path(resume)  # type: ignore[arg-type]
         if checkpoint["finished"]:
             report.print(f"[RESUME] {run_dir} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do.")
             return _result_of(run_dir, checkpoint)
         report.print(f"[RESUME] {run_dir}: continuing after epoch {checkpoint['epoch']} (step {checkpoint['step']})")
     else:
-        run_dir = new_run_dir(config)
+        run_dir = Path(group.broadcast(str(new_run_dir(config)) if group.is_main else ""))
         _check_fresh(run_dir)
-    target = resolve_device(config.device)
     seed_everything(config.seed)
+    cache_dir = corpus.default_cache_dir()
 
     # -- data
     report.section("Loading data...")
-    data_path = resolve_data_path(config, report).resolve()
+    data_path = Path(group.broadcast(str(resolve_data_path(config, report).resolve()) if group.is_main else "")).resolve()
     config.data = str(data_path)
     stamp = FileStamp.of(data_path)  # before reading: a note of the content digest must describe what was read
     full_train = corpus.load_split(data_path, "train")
@@ -227,34 +240,42 @@ def train(
     if config.overfit_batch:
         repeats = QUICK_TEST["overfit_repeats"] if config.quick_test else config.overfit_repeats
         unique = min(config.overfit_samples, len(full_train))
+        if unique < group.world:
+            raise ArcvaeError(f"the overfit batch has {unique} grids, fewer than the {group.world} processes; start fewer processes")
         batch = torch.from_numpy(full_train[:unique].astype(np.int64)).to(target)
         report.print(f"[DATA] Train: {unique * repeats} samples ({unique} unique × {repeats} repeats), {repeats} batches")
         report.print(f"[DATA] Val:   {unique} samples (the same batch, reconstructed from mu in eval mode)")
     else:
+        if config.batch_size < group.world:
+            raise ArcvaeError(f"--batch-size {config.batch_size} is smaller than the {group.world} processes; each needs at least one grid per batch")
         val_grids = corpus.load_split(data_path, "val")
-        data_fingerprint["val"] = split_digest(val_grids, num_classes=config.num_colors, key="val", stamp=stamp, cache_dir=corpus.default_cache_dir())
+        data_fingerprint["val"] = split_digest(val_grids, num_classes=config.num_colors, key="val", stamp=stamp, cache_dir=cache_dir, group=group)
         if config.quick_test:
             train_grids, val_grids = full_train[: QUICK_TEST["train_samples"]], val_grids[: QUICK_TEST["val_samples"]]
         report.print(f"[DATA] Train: {len(train_grids)} samples, {math.ceil(len(train_grids) / config.batch_size)} batches of {config.batch_size}")
         report.print(f"[DATA] Val:   {len(val_grids)} samples")
+    if group.enabled:
+        report.print(f"[DDP] {group.world} processes ({'nccl' if target.type == 'cuda' else 'gloo'}): each trains on its "
+                     f"{'share of the batch' if config.overfit_batch else 'share of every batch'} and evaluates its share of the grids")  # fmt: skip
 
     # -- class weights, from the FULL training split (also in overfit mode)
-    weights = _class_weights(config, full_train, data_path, report, batch=batch, stamp=stamp)
+    weights = _class_weights(config, full_train, data_path, report, batch=batch, stamp=stamp, group=group)
     data_fingerprint["train"] = weights.data_digest if weights is not None else split_digest(
-        full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=corpus.default_cache_dir())  # fmt: skip
+        full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)  # fmt: skip
     if checkpoint is not None:
         _check_same_inputs(run_dir, checkpoint, data_path, data_fingerprint, weights)
 
-    # -- the run folder: written only once data and weights are known to be good
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    # -- the run folder: written (by rank 0) only once data and weights are known to be good
     if config.out is not None:
         config.out = str(run_dir.resolve())
-    write_json(run_dir / "config.json", config.to_dict())
-    if weights is not None:
-        save_weights_record(weights, run_dir / "class_weights.json", source=str(data_path), key="train")
-        report.print()
-        report.print(f"[WEIGHTS] Saved to: {run_dir / 'class_weights.json'}")
+    if group.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        write_json(run_dir / "config.json", config.to_dict())
+        if weights is not None:
+            save_weights_record(weights, run_dir / "class_weights.json", source=str(data_path), key="train")
+            report.print()
+            report.print(f"[WEIGHTS] Saved to: {run_dir / 'class_weights.json'}")
 
     # -- model
     report.section("Creating model...")
@@ -273,23 +294,34 @@ def train(
     optimizer = make_optimizer(model.parameters(), config.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch), eta_min=config.min_lr)
     schedule = BetaSchedule(config.beta_schedule, config.beta_max, config.beta_warmup_epochs, config.beta_ramp_epochs, config.beta_cycle_epochs)
+    net: torch.nn.Module = model
+    if group.enabled:  # gradients are averaged over the processes; each rank draws its own noise
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[target.index] if target.type == "cuda" else None)
+        torch.manual_seed(config.seed + 1000 * group.rank)
     state = _LoopState(config, run_dir, model, optimizer, scheduler, schedule, loss_fn, target, report,
-                       None, torch.Generator().manual_seed(config.seed), weights, data_fingerprint)  # fmt: skip
+                       None, torch.Generator().manual_seed(config.seed), weights, data_fingerprint, net=net, group=group)  # fmt: skip
     state.first_bad_step = torch.tensor(-1, device=target)
     start_epoch = 0
     if checkpoint is not None:
         start_epoch = _restore(state, checkpoint)
-    _truncate_metrics(run_dir / "metrics.jsonl", state.step)  # a fresh run starts an empty log
-    state.logger = _Logger(run_dir / "metrics.jsonl")
+    if group.is_main:
+        _truncate_metrics(run_dir / "metrics.jsonl", state.step)  # a fresh run starts an empty log
+        state.logger = _Logger(run_dir / "metrics.jsonl")
     try:
         if config.overfit_batch:
+            assert batch is not None
             result = _overfit_loop(state, batch, start_epoch, epochs, repeats)
         else:
             result = _normal_loop(state, train_grids, val_grids, start_epoch, epochs)
     finally:
-        state.logger.close()
-    write_json(run_dir / "result.json", _result_record(result, overfit=config.overfit_batch))
-    return result
+        if state.logger is not None:
+            state.logger.close()
+    if group.enabled:
+        group.check_identical(torch.cat([p.detach().reshape(-1) for p in model.parameters()]), "model parameters")
+        report.print(f"[DDP] Class weights and final model parameters are identical on all {group.world} processes")
+    if group.is_main:
+        write_json(run_dir / "result.json", _result_record(result, overfit=config.overfit_batch))
+    return dataclasses.replace(result, model=model, class_weights=None if weights is None else weights.weights)
 
 
 def _check_same_inputs(run_dir: Path, checkpoint: dict[str, Any], data_path: Path, data_fingerprint: dict[str, str | None],
@@ -310,6 +342,12 @@ def _restore(s: _LoopState, checkpoint: dict[str, Any]) -> int:
     s.optimizer.load_state_dict(checkpoint["optimizer"])
     s.scheduler.load_state_dict(checkpoint["scheduler"])
     rng = checkpoint["rng"]
+    ranks = rng.get("ranks")
+    if s.group.enabled:
+        if ranks is not None and len(ranks) == s.group.world:
+            rng = ranks[s.group.rank]
+        else:
+            s.report.warn(f"the checkpoint holds no random state for {s.group.world} processes; the run continues, not bit-for-bit")
     torch.set_rng_state(rng["torch"])
     s.loader_rng.set_state(rng["loader"])
     try:
@@ -344,7 +382,7 @@ def _result_of(run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
 
 
 def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path, report: Reporter,
-                   *, batch: torch.Tensor | None, stamp: FileStamp | None) -> ClassWeights | None:
+                   *, batch: torch.Tensor | None, stamp: FileStamp | None, group: Dist = SINGLE) -> ClassWeights | None:
     if not config.use_class_weights:
         if config.overfit_batch:
             report.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")
@@ -366,8 +404,10 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
     result = resolve_class_weights(
         train_grids, key="train", num_classes=config.num_colors, method=config.weights_method,
         smooth=config.weights_smooth, cache_dir=corpus.default_cache_dir(), use_cache=config.use_cached_weights,
-        source=str(data_path), stamp=stamp, progress=progress, warn=report.warn,
+        source=str(data_path), stamp=stamp, progress=None if group.enabled else progress, warn=report.warn, group=group,
     )  # fmt: skip
+    if group.enabled and not result.from_cache:
+        report.print(f"Counted {result.num_samples} samples in {group.world} shards, one per process (identical weights on every process: checked)")
     values = result.weights.tolist()
     if result.from_cache:
         report.print(f"[WEIGHTS] Loaded cached weights from: {result.cache_path}")
@@ -405,6 +445,8 @@ class _LoopState:
     loader_rng: torch.Generator
     weights: ClassWeights | None
     data_fingerprint: dict[str, str | None] = field(default_factory=dict)  # content digests of the splits trained on
+    net: torch.nn.Module | None = None  # what the training step calls: the model, or its DistributedDataParallel wrapper
+    group: Dist = SINGLE
     step: int = 0
     first_bad_step: torch.Tensor = field(default_factory=lambda: torch.tensor(-1))  # on the device; -1 while all is finite
     best_val: float = math.inf  # best validation objective (recon + beta_max * KL)
@@ -413,7 +455,7 @@ class _LoopState:
 
 def _train_step(s: _LoopState, grids: torch.Tensor, beta: float, tally: Tally) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     # forward
-    logits, mu, logvar = s.model(grids)
+    logits, mu, logvar = (s.net or s.model)(grids)
     recon = s.loss_fn(logits, grids)
     kl = kl_divergence(mu, logvar, s.config.free_bits)
     loss = recon + beta * kl
@@ -432,12 +474,14 @@ def _train_step(s: _LoopState, grids: torch.Tensor, beta: float, tally: Tally) -
 
 
 @torch.no_grad()
-def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoader, *, beta: float, beta_max: float, free_bits: float) -> dict[str, Any]:
+def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoader, *, beta: float, beta_max: float, free_bits: float,
+             group: Dist = SINGLE) -> dict[str, Any]:  # fmt: skip
     """Reconstruct from ``mu`` in eval mode; return loss terms and metrics.
 
     ``loss`` uses the current ``beta``; ``objective`` uses ``beta_max``, so it
     compares fairly across epochs whatever the schedule (early stopping and
-    ``best.pt`` use it).
+    ``best.pt`` use it). Under ``torchrun`` each rank evaluates its share of
+    the grids and the sums are added up, so every rank returns the same numbers.
     """
     was_training = model.training
     model.eval()
@@ -453,8 +497,10 @@ def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoade
         tally.update(predictions(logits), batch)
         n += len(batch)
     model.train(was_training)
-    recon, kl = float(recon_sum) / n, float(kl_sum) / n
-    return {"loss": recon + beta * kl, "objective": recon + beta_max * kl, "recon_loss": recon, "kl": kl, "beta": beta, **tally.summary()}
+    sums = group.sum_(torch.stack([recon_sum.double(), kl_sum.double(), torch.tensor(float(n), dtype=torch.float64, device=device)]))
+    recon, kl = float(sums[0]) / float(sums[2]), float(sums[1]) / float(sums[2])
+    return {"loss": recon + beta * kl, "objective": recon + beta_max * kl, "recon_loss": recon, "kl": kl, "beta": beta,
+            **tally.summed(group.sum_).summary()}  # fmt: skip
 
 
 def _pct(value: float | None) -> str:
@@ -472,23 +518,42 @@ def _check_finite(s: _LoopState, loss: torch.Tensor | None = None) -> None:
 
 
 def _log_step(s: _LoopState, epoch: int, beta: float, loss: torch.Tensor, recon: torch.Tensor, kl: torch.Tensor, tally: Tally, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    terms = torch.stack([loss, recon, kl]).double()
+    if s.group.enabled:  # the mean over the processes' shares of the batch
+        terms = s.group.sum_(terms) / s.group.world
+    loss, recon, kl = terms.unbind()
     _check_finite(s, loss)
     record = {"type": "step", "epoch": epoch + 1, "step": s.step, "loss": float(loss), "recon_loss": float(recon), "kl": float(kl),
-              "beta": beta, "lr": s.scheduler.get_last_lr()[0], **tally.summary()}  # fmt: skip
+              "beta": beta, "lr": s.scheduler.get_last_lr()[0], **tally.summed(s.group.sum_).summary()}  # fmt: skip
     if extra:
         record.update(extra)
-    s.logger.write(record)
+    if s.logger is not None:
+        s.logger.write(record)
     return record
+
+
+def _log_epoch(s: _LoopState, record: dict[str, Any]) -> None:
+    if s.logger is not None:  # rank 0
+        s.logger.write(record)
 
 
 def _save(s: _LoopState, epoch: int, name: str = "last.pt", *, finished: bool = False, reached_target: bool = False,
           final: dict[str, Any] | None = None) -> None:
     _check_finite(s)  # never checkpoint a model that took a non-finite step
-    rng = {"torch": torch.get_rng_state(), "loader": s.loader_rng.get_state()}
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "loader": s.loader_rng.get_state()}
     if s.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
     if s.device.type == "mps":
         rng["mps"] = torch.mps.get_rng_state()
+    if s.group.enabled:
+        rng = {**rng, "ranks": s.group.gather(rng)}  # every process's random state, for an exact resume
+    if s.group.is_main:
+        _write_checkpoint(s, epoch, name, rng, finished=finished, reached_target=reached_target, final=final)
+    s.group.barrier()  # no process goes on (or stops) before the checkpoint is on disk
+
+
+def _write_checkpoint(s: _LoopState, epoch: int, name: str, rng: dict[str, Any], *, finished: bool, reached_target: bool,
+                      final: dict[str, Any] | None) -> None:  # fmt: skip
     state = {
         "version": CHECKPOINT_VERSION,
         "model": s.model.state_dict(),
@@ -512,6 +577,7 @@ def _save(s: _LoopState, epoch: int, name: str = "last.pt", *, finished: bool = 
 
 def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: int, repeats: int) -> RunResult:
     c, report = s.config, s.report
+    batch = batch[s.group.shard(len(batch))]  # under torchrun: this process's share of the batch
     final: dict[str, Any] = {}
     report.print()
     for epoch in range(start_epoch, epochs):
@@ -524,7 +590,7 @@ def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: 
                 bar.advance()
                 # log and evaluate every log_every_n_steps (the only host syncs of the loop)
                 if s.step % c.log_every_n_steps == 0 or i == repeats - 1:
-                    final = evaluate(s.model, s.loss_fn, batch, beta=beta, beta_max=c.beta_max, free_bits=c.free_bits)
+                    final = evaluate(s.model, s.loss_fn, batch, beta=beta, beta_max=c.beta_max, free_bits=c.free_bits, group=s.group)
                     record = _log_step(s, epoch, beta, loss, recon, kl, tally, {f"eval_{k}": v for k, v in final.items()})
                     bar.show(loss=record["loss"], acc=final["pixel_accuracy"], fg=final["foreground_accuracy"] or 0.0, β=beta)
                     report.per_class(final["per_class_accuracy"])
@@ -534,8 +600,8 @@ def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: 
                         reached = True
                         break
         done = reached or epoch + 1 == epochs
-        s.logger.write({"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
-                        **{f"eval_{k}": v for k, v in final.items()}})  # fmt: skip
+        _log_epoch(s, {"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
+                       **{f"eval_{k}": v for k, v in final.items()}})  # fmt: skip
         _save(s, epoch + 1, finished=done, reached_target=reached, final=final)
         if reached:
             report.print()
@@ -543,7 +609,7 @@ def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: 
             report.print("Stopping early as model has successfully memorized the batch.")
             report.print(f"  Foreground accuracy: {_pct(final['foreground_accuracy'])}, balanced accuracy: {_pct(final['balanced_accuracy'])}")
             report.print(f"[RUN] {s.run_dir}")
-            return RunResult(s.run_dir, epoch + 1, s.step, True, final)
+            return RunResult(s.run_dir, epoch + 1, s.step, True, final)  # the same decision on every rank: metrics are summed
     report.print()
     report.print(f"✗ Target not reached: pixel accuracy {_pct(final.get('pixel_accuracy'))} < {c.target_accuracy:.1%} after {epochs} epochs "
                  f"(foreground accuracy {_pct(final.get('foreground_accuracy'))}).", style="bold red")  # fmt: skip
@@ -552,15 +618,22 @@ def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: 
 
 
 def _normal_loop(s: _LoopState, train_grids: np.ndarray, val_grids: np.ndarray, start_epoch: int, epochs: int) -> RunResult:
-    c, report = s.config, s.report
-    train_loader = DataLoader(TensorDataset(torch.from_numpy(train_grids)), batch_size=c.batch_size, shuffle=True,
-                              generator=s.loader_rng, pin_memory=s.device.type == "cuda")  # fmt: skip
-    val_loader = DataLoader(TensorDataset(torch.from_numpy(val_grids)), batch_size=512)
+    c, report, group = s.config, s.report, s.group
+    train_set = TensorDataset(torch.from_numpy(train_grids))
+    sampler = None
+    if group.enabled:  # each process takes its share of every (global) batch
+        sampler = DistributedSampler(train_set, num_replicas=group.world, rank=group.rank, shuffle=True, seed=c.seed)
+        train_loader = DataLoader(train_set, batch_size=c.batch_size // group.world, sampler=sampler, pin_memory=s.device.type == "cuda")
+    else:
+        train_loader = DataLoader(train_set, batch_size=c.batch_size, shuffle=True, generator=s.loader_rng, pin_memory=s.device.type == "cuda")
+    val_loader = DataLoader(TensorDataset(torch.from_numpy(val_grids[group.shard(len(val_grids))])), batch_size=512)
     final: dict[str, Any] = {}
     epochs_run = start_epoch
     report.print()
     for epoch in range(start_epoch, epochs):
         epochs_run = epoch + 1
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         tally = Tally.zeros(c.num_colors, s.device)
         with report.epoch_bar(f"Epoch {epoch + 1}/{epochs} [Train]", len(train_loader)) as bar:
             for i, (grids,) in enumerate(train_loader):
@@ -573,7 +646,7 @@ def _normal_loop(s: _LoopState, train_grids: np.ndarray, val_grids: np.ndarray, 
                     bar.show(loss=record["loss"], acc=record["pixel_accuracy"], β=beta)
                     tally = Tally.zeros(c.num_colors, s.device)
         # evaluate
-        final = evaluate(s.model, s.loss_fn, val_loader, beta=s.schedule(epoch + 1), beta_max=c.beta_max, free_bits=c.free_bits)
+        final = evaluate(s.model, s.loss_fn, val_loader, beta=s.schedule(epoch + 1), beta_max=c.beta_max, free_bits=c.free_bits, group=group)
         _check_finite(s, torch.tensor(final["loss"]))
         settled = s.schedule.settled_epoch
         if epoch < settled <= epoch + 1:  # beta has just reached its final value: earlier epochs do not compete
@@ -584,8 +657,8 @@ def _normal_loop(s: _LoopState, train_grids: np.ndarray, val_grids: np.ndarray, 
             s.stale = 0
         elif epoch + 1 >= settled:  # patience counts only once beta has stopped moving
             s.stale += 1
-        s.logger.write({"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
-                        **{f"val_{k}": v for k, v in final.items()}})  # fmt: skip
+        _log_epoch(s, {"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
+                       **{f"val_{k}": v for k, v in final.items()}})  # fmt: skip
         report.print(f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
                      f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
                      f"perfect={final['perfect_rate']:.3f}" + ("  (best)" if improved else ""))  # fmt: skip

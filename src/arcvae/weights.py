@@ -40,6 +40,8 @@ from classweights.counting import count_label_stats
 from classweights.pipeline import count_and_weigh
 from classweights.storage import FORMAT_VERSION, atomic_write_bytes
 
+from .distributed import SINGLE, Dist
+
 _QUIET_NS = 2_000_000_000  # a data file modified within the last 2 s may still change within its timestamp's tick
 
 
@@ -143,14 +145,19 @@ def _is_digest(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def split_digest(labels: Any, *, num_classes: int, key: str, stamp: FileStamp | None, cache_dir: Path | None) -> str:
-    """The content digest of ``labels`` (read from ``stamp``'s file as ``key``): remembered, or hashed now."""
+def split_digest(labels: Any, *, num_classes: int, key: str, stamp: FileStamp | None, cache_dir: Path | None, group: Dist = SINGLE) -> str:
+    """The content digest of ``labels`` (read from ``stamp``'s file as ``key``): remembered, or hashed now.
+
+    Under ``torchrun`` every rank calls it: rank 0 reads and writes the note,
+    and the ranks hash their shards together.
+    """
     notes = DigestNotes(cache_dir)
-    digest = notes.lookup(stamp, key)
+    digest = group.broadcast(notes.lookup(stamp, key) if group.is_main else None)
     if digest is None:
-        digest = count_label_stats(labels, num_classes, fingerprint=True).fingerprint
+        digest = count_label_stats(labels, num_classes, fingerprint=True, distributed=group.enabled).fingerprint
         assert digest is not None
-        _try(lambda: notes.remember(stamp, key, digest), None)
+        if group.is_main:
+            _try(lambda: notes.remember(stamp, key, digest), None)
     return digest
 
 
@@ -169,6 +176,7 @@ def resolve_class_weights(
     ignore_index: int | None = None,
     progress: Callable[[int, int | None], None] | None = None,
     warn: Callable[[str], None] = print,
+    group: Dist = SINGLE,
 ) -> ClassWeights:
     """Load matching cached weights (if ``use_cache``) or count ``labels`` and weigh them.
 
@@ -180,32 +188,40 @@ def resolve_class_weights(
             was read; with it, a cache hit needs no pass over the labels.
         warn: called at most once, for a damaged cache file or a cache that
             cannot be written.
+        group: under ``torchrun``, every rank calls this with its group: rank 0
+            alone reads and writes the cache, each rank counts its shard of the
+            labels, and the weights are checked to be identical on every rank.
 
     On a miss the labels are counted and hashed in one pass; the weights are
     then cached atomically.
     """
     notes = DigestNotes(cache_dir)
-    known = notes.lookup(stamp, key)
+    known = group.broadcast(notes.lookup(stamp, key) if group.is_main else None)
     params = {"key": key, "num_classes": num_classes, "method": method, "smooth": smooth, "normalize": normalize, "ignore_index": ignore_index}
     if use_cache and known is not None and cache_dir is not None:
         fingerprint = weights_fingerprint(known, **params)
         cache_path = cache_dir / "weights" / f"{fingerprint[:32]}.json"
-        if cache_path.exists():
+        cached = None
+        if group.is_main and cache_path.exists():
             try:
-                return _load_cached(cache_path, fingerprint, known, num_classes, method, smooth, normalize, ignore_index)
+                cached = _load_cached(cache_path, fingerprint, known, num_classes, method, smooth, normalize, ignore_index)
             except (classweights.ClassWeightError, KeyError, TypeError, ValueError) as exc:
                 warn(f"ignoring the damaged cached weights at {cache_path} ({exc}); recomputing")
                 warn = _silent
+        cached = group.broadcast(cached)
+        if cached is not None:
+            return cached
 
     read_key = {"key": key} if isinstance(labels, (str, os.PathLike)) and key is not None else {}
     stats, weights = count_and_weigh(labels, num_classes, method, smooth=smooth, normalize=normalize, ignore_index=ignore_index,
-                                     progress=progress, fingerprint=known is None, **read_key)  # fmt: skip
+                                     progress=progress, fingerprint=known is None, distributed=group.enabled, **read_key)  # fmt: skip
+    group.check_identical(weights, "class weights")
     digest = known or stats.fingerprint
     assert digest is not None
     fingerprint = weights_fingerprint(digest, **params)
     cache_path = None if cache_dir is None else cache_dir / "weights" / f"{fingerprint[:32]}.json"
     result = ClassWeights(weights, stats.counts, method, smooth, stats.num_images, fingerprint, digest, cache_path, False, normalize, ignore_index)
-    if cache_path is not None:
+    if cache_path is not None and group.is_main:
 
         def write() -> None:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
@@ -215,7 +231,7 @@ def resolve_class_weights(
 
         if not _try(write, warn, f"could not cache the class weights in {cache_dir}"):
             result = dataclasses.replace(result, cache_path=None)
-    return result
+    return group.broadcast(result) if group.enabled else result
 
 
 def _load_cached(path: Path, fingerprint: str, digest: str, num_classes: int, method: str, smooth: float,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,7 +29,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
     from ..console import default_console
 
-    default_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports (every rank meets the same error)
+        default_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 

@@ -1,0 +1,51 @@
+"""Run by tests/test_distributed.py under torchrun: DDP training, straight and interrupted + resumed.
+
+argv: corpus path, output folder, mode ("overfit" or "normal"), optional device (default cpu). Each rank saves
+its final model parameters and class weights to ``<folder>/<run>-rank<r>.pt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from arcvae import trainer
+from arcvae.config import TrainConfig
+
+
+def save_state(result: trainer.RunResult, path: Path) -> None:
+    assert result.model is not None
+    torch.save({"model": result.model.state_dict(), "weights": result.class_weights}, path)
+
+
+def main() -> None:
+    corpus, folder, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    rank = int(__import__("os").environ["RANK"])
+    device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    options = dict(data=corpus, quick_test=True, seed=11, log_every_n_steps=3, device=device)
+    if mode == "overfit":
+        options.update(overfit_batch=True, target_accuracy=1.0)
+    else:
+        options.update(batch_size=128)
+    save_state(trainer.train(TrainConfig(out=str(folder / "straight"), **options)), folder / f"straight-rank{rank}.pt")
+
+    real_save = trainer._save
+
+    def stop_after_first_epoch(state, epoch, name="last.pt", **kwargs):
+        real_save(state, epoch, name, **kwargs)
+        if epoch == 1 and name == "last.pt":
+            raise KeyboardInterrupt
+
+    trainer._save = stop_after_first_epoch
+    try:
+        trainer.train(TrainConfig(out=str(folder / "resumed"), **options))
+    except KeyboardInterrupt:
+        pass
+    trainer._save = real_save
+    save_state(trainer.train(TrainConfig(), resume=folder / "resumed"), folder / f"resumed-rank{rank}.pt")
+
+
+if __name__ == "__main__":
+    main()
