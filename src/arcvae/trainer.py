@@ -290,7 +290,9 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
     report.print(f"[MODEL] Device: {target}")
 
     epochs = min(config.epochs, QUICK_TEST["epochs"]) if config.quick_test else config.epochs
-    steps_per_epoch = repeats if config.overfit_batch else math.ceil(len(train_grids) / config.batch_size)
+    # under torchrun each process takes ceil(N / world) grids per epoch in batches of batch_size // world
+    per_rank = math.ceil(len(train_grids) / group.world)
+    steps_per_epoch = repeats if config.overfit_batch else math.ceil(per_rank / (config.batch_size // group.world))
     optimizer = make_optimizer(model.parameters(), config.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * steps_per_epoch), eta_min=config.min_lr)
     schedule = BetaSchedule(config.beta_schedule, config.beta_max, config.beta_warmup_epochs, config.beta_ramp_epochs, config.beta_cycle_epochs)
