@@ -99,7 +99,7 @@ def launch(grouped: bool, processes: int, threads: int, path: Path, result: Path
     else:
         command = [sys.executable, *script, "--no-group"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    out = subprocess.run(command, check=False, capture_output=True, text=True, env=env)
     if out.returncode:
         sys.exit(f"worker failed ({' '.join(command)}):\n{out.stderr[-3000:]}")
     return json.loads(result.read_text())
@@ -119,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-gib", type=float, default=1.0, help="size of the label file in GiB")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per source in each worker")
-    parser.add_argument("--rounds", type=int, default=3, help="launches of every case, in turns; the best is kept")
+    parser.add_argument("--rounds", type=int, default=5, help="launches of every case, in turns; the best is kept")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-group", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)

@@ -252,7 +252,12 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
         data_fingerprint["val"] = split_digest(val_grids, num_classes=config.num_colors, key="val", stamp=stamp, cache_dir=cache_dir, group=group)
         if config.quick_test:
             train_grids, val_grids = full_train[: QUICK_TEST["train_samples"]], val_grids[: QUICK_TEST["val_samples"]]
-        report.print(f"[DATA] Train: {len(train_grids)} samples, {math.ceil(len(train_grids) / config.batch_size)} batches of {config.batch_size}")
+        if group.enabled:  # each process: ceil(N / world) grids in batches of batch_size // world
+            per_batch = config.batch_size // group.world
+            report.print(f"[DATA] Train: {len(train_grids)} samples, {math.ceil(math.ceil(len(train_grids) / group.world) / per_batch)} batches "
+                         f"of {per_batch * group.world} ({per_batch} per process)")  # fmt: skip
+        else:
+            report.print(f"[DATA] Train: {len(train_grids)} samples, {math.ceil(len(train_grids) / config.batch_size)} batches of {config.batch_size}")
         report.print(f"[DATA] Val:   {len(val_grids)} samples")
     if group.enabled:
         report.print(f"[DDP] {group.world} processes ({'nccl' if target.type == 'cuda' else 'gloo'}): each trains on its "
