@@ -172,6 +172,29 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+@torch.no_grad()
+def reconstruct(model: BetaVAE, grids: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The model's reconstructions of ``grids`` ``[N, 16, 16]``: decoded from ``mu`` in eval mode, as uint8 colours."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    batch = torch.as_tensor(np.asarray(grids) if isinstance(grids, np.ndarray) else grids).to(device).long()
+    logits, _, _ = model(batch)
+    model.train(was_training)
+    return predictions(logits).to(torch.uint8).cpu().numpy()
+
+
+def load_run(run_dir: str | Path, *, best: bool = True) -> tuple[BetaVAE, TrainConfig, dict[str, Any]]:
+    """The model, configuration and checkpoint of a run folder (``best.pt`` if there is one and ``best``, else ``last.pt``)."""
+    folder = Path(run_dir)
+    name = "best.pt" if best and (folder / "checkpoints" / "best.pt").exists() else "last.pt"
+    checkpoint = load_checkpoint(folder / "checkpoints" / name)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = BetaVAE(config.num_colors, config.latent_dim)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), config, checkpoint
+
+
 # ---------------------------------------------------------- the job ----
 
 
