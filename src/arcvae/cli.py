@@ -9,6 +9,8 @@ from __future__ import annotations
 import typer
 
 from .commands.data import app as data_app
+from .commands.show import show_command
+from .commands.study import app as study_app
 from .commands.train import train_command
 from .commands.weights import app as weights_app
 
@@ -21,7 +23,9 @@ app = typer.Typer(
 )
 app.add_typer(weights_app, name="weights")
 app.add_typer(data_app, name="data")
+app.add_typer(study_app, name="study")
 app.command("train")(train_command)
+app.command("show")(show_command)
 
 
 def _version(value: bool) -> None:

@@ -28,6 +28,7 @@ class TrainConfig:
     use_cached_weights: bool = False  # reuse a matching cached weights file instead of recounting
     weights_method: str = "sqrt_inverse"
     weights_smooth: float = 1.0
+    weights_source: Literal["full", "batch"] = "full"  # count the full training split, or (overfit mode) only the batch
     # model and loss
     latent_dim: int = 32
     focal_gamma: float = 2.0
@@ -51,6 +52,7 @@ class TrainConfig:
     log_every_n_steps: int = 10
     seed: int = 42
     device: Device = "auto"
+    wandb: bool = False  # also log to Weights & Biases (the optional wandb extra; WANDB_MODE=offline works without network)
 
     def __post_init__(self) -> None:
         positive_ints = ("epochs", "batch_size", "latent_dim", "overfit_samples", "overfit_repeats", "log_every_n_steps", "patience")
@@ -70,6 +72,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (low == "a" and value == 0):
                 raise ArcvaeError(f"Expected {name} to be a finite number {'>= 0' if low == '0' else '> 0'}, but got {value!r}")
+        if self.weights_source not in ("full", "batch"):
+            raise ArcvaeError(f"Expected weights_source to be 'full' or 'batch', but got {self.weights_source!r}")
+        if self.weights_source == "batch" and not self.overfit_batch:
+            raise ArcvaeError("weights from the overfit batch alone (weights_source='batch', --weights-from batch) need overfit mode (--overfit-batch)")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ArcvaeError(f"Expected device to be auto, cpu, cuda or mps, but got {self.device!r}")
 

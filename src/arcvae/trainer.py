@@ -23,6 +23,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 import classweights
+from classweights.pipeline import count_and_weigh
 from classweights.storage import atomic_write_bytes
 
 from . import data as corpus
@@ -34,7 +35,8 @@ from .losses import BetaSchedule, FocalLoss, kl_divergence
 from .metrics import Tally
 from .model import BetaVAE, count_parameters
 from .report import Reporter
-from .weights import ClassWeights, FileStamp, resolve_class_weights, save_weights_record, split_digest
+from .tracking import NullTracker, Tracker, open_tracker
+from .weights import ClassWeights, FileStamp, resolve_class_weights, save_weights_record, split_digest, weights_fingerprint
 
 QUICK_TEST = {"epochs": 3, "overfit_repeats": 10, "train_samples": 2048, "val_samples": 512}
 CHECKPOINT_VERSION = 2
@@ -170,6 +172,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if missing:
         raise ArcvaeError(f"checkpoint {str(path)!r} is incomplete: it lacks {', '.join(missing)}")
     return state
+
+
+PICTURE_GRIDS = 8  # grids shown in a run's reconstructions.png
+
+
+def save_pictures(run_dir: Path, model: BetaVAE, grids: torch.Tensor, report: Reporter) -> None:
+    """``reconstructions.png`` (originals over reconstructions) and ``curves.png`` in the run folder.
+
+    Pictures are a convenience: if they cannot be drawn or written, the run
+    still succeeds, with one warning.
+    """
+    try:
+        from .plots import save_curves, save_reconstructions
+
+        originals = grids.cpu().numpy().astype(np.uint8)
+        save_reconstructions(originals, reconstruct(model, grids), run_dir / "reconstructions.png")
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        save_curves(records, run_dir / "curves.png")
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        report.warn(f"could not draw the run's pictures ({type(exc).__name__}: {exc}); the run itself is complete")
+        return
+    report.print(f"[RUN] Pictures: {run_dir / 'reconstructions.png'}, {run_dir / 'curves.png'}")
 
 
 @torch.no_grad()
@@ -312,7 +336,7 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
     report.print(f"[MODEL] Created: {count_parameters(model):,} parameters")
     report.print(f"[MODEL] Using Focal Loss (γ={config.focal_gamma})")
     if weights is not None:
-        report.print(f"[MODEL] Using class weights (method={weights.method}, source=full_dataset)")
+        report.print(f"[MODEL] Using class weights (method={weights.method}, source={'single_batch' if config.weights_source == 'batch' else 'full_dataset'})")
     else:
         report.print("[MODEL] No class weights (uniform)")
     report.print(f"[MODEL] Device: {target}")
@@ -337,6 +361,8 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
     if group.is_main:
         _truncate_metrics(run_dir / "metrics.jsonl", state.step)  # a fresh run starts an empty log
         state.logger = _Logger(run_dir / "metrics.jsonl")
+        state.tracker = open_tracker(config.wandb, config=config.to_dict(), run_dir=run_dir, name=run_dir.name,
+                                     group=None, warn=report.warn)  # fmt: skip
     try:
         if config.overfit_batch:
             assert batch is not None
@@ -351,6 +377,9 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
         report.print(f"[DDP] Class weights and final model parameters are identical on all {group.world} processes")
     if group.is_main:
         write_json(run_dir / "result.json", _result_record(result, overfit=config.overfit_batch))
+        state.tracker.finish(_result_record(result, overfit=config.overfit_batch))
+        shown = batch if config.overfit_batch else torch.from_numpy(val_grids[:PICTURE_GRIDS])
+        save_pictures(run_dir, model, shown[:PICTURE_GRIDS], report)
     return dataclasses.replace(result, model=model, class_weights=None if weights is None else weights.weights)
 
 
@@ -417,6 +446,9 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
         if config.overfit_batch:
             report.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")
         return None
+    if config.weights_source == "batch":
+        assert batch is not None
+        return _batch_weights(config, train_grids, batch, report, stamp=stamp, group=group)
     overfit = config.overfit_batch
     report.section("[OVERFIT MODE] Computing class weights from FULL dataset..." if overfit else "Computing class weights...")
     report.print(f"Loading full dataset for class weight computation... ({data_path})")
@@ -457,6 +489,22 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
     return result
 
 
+def _batch_weights(config: TrainConfig, train_grids: np.ndarray, batch: torch.Tensor, report: Reporter,
+                   *, stamp: FileStamp | None, group: Dist) -> ClassWeights:  # fmt: skip
+    """Weights from the overfit batch alone: the spec's counter-example to full-dataset weights (for studies)."""
+    report.section("[OVERFIT MODE] Computing class weights from the SINGLE BATCH (not the full dataset)...")
+    stats, weights = count_and_weigh(batch.cpu(), config.num_colors, config.weights_method, smooth=config.weights_smooth)
+    digest = split_digest(train_grids, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=corpus.default_cache_dir(), group=group)
+    fingerprint = weights_fingerprint(digest, key=f"train[:{len(batch)}]", num_classes=config.num_colors, method=config.weights_method,
+                                      smooth=config.weights_smooth)  # fmt: skip
+    values = weights.tolist()
+    report.print(f"  Batch class counts: {stats.counts.tolist()}")
+    report.print(f"  Class weights: [{', '.join(f'{w:.3f}' for w in values)}]")
+    report.print(f"  Weight ratio (max/min): {max(values) / min(values):.2f}x")
+    report.class_weight_analysis(method=config.weights_method, source=f"Single batch ({len(batch)} samples)", weights=values)
+    return ClassWeights(weights, stats.counts, config.weights_method, config.weights_smooth, len(batch), fingerprint, digest, None, False)
+
+
 # -------------------------------------------------------------- loops ----
 
 
@@ -475,6 +523,7 @@ class _LoopState:
     loader_rng: torch.Generator
     weights: ClassWeights | None
     data_fingerprint: dict[str, str | None] = field(default_factory=dict)  # content digests of the splits trained on
+    tracker: Tracker = field(default_factory=NullTracker)  # Weights & Biases with --wandb (rank 0)
     net: torch.nn.Module | None = None  # what the training step calls: the model, or its DistributedDataParallel wrapper
     group: Dist = SINGLE
     step: int = 0
@@ -559,12 +608,14 @@ def _log_step(s: _LoopState, epoch: int, beta: float, loss: torch.Tensor, recon:
         record.update(extra)
     if s.logger is not None:
         s.logger.write(record)
+        s.tracker.log(record, step=s.step)
     return record
 
 
 def _log_epoch(s: _LoopState, record: dict[str, Any]) -> None:
     if s.logger is not None:  # rank 0
         s.logger.write(record)
+        s.tracker.log(record, step=s.step)
 
 
 def _save(s: _LoopState, epoch: int, name: str = "last.pt", *, finished: bool = False, reached_target: bool = False,

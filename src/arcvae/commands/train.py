@@ -18,6 +18,11 @@ class DeviceChoice(str, Enum):
     mps = "mps"
 
 
+class WeightsFrom(str, Enum):
+    full = "full"
+    batch = "batch"
+
+
 class BetaChoice(str, Enum):
     linear_warmup = "linear_warmup"
     cyclical = "cyclical"
@@ -34,6 +39,7 @@ def train_command(
     use_cached_weights: Annotated[bool, typer.Option("--use-cached-weights", help="Reuse cached weights for the same data and parameters instead of recounting.")] = False,
     weights_method: Annotated[str, typer.Option(help="Class-weight method from classweights.METHODS.")] = "sqrt_inverse",
     weights_smooth: Annotated[float, typer.Option(min=0, help="Pseudo-count added to every class count.")] = 1.0,
+    weights_from: Annotated[WeightsFrom, typer.Option(help="Count the full training split, or (with --overfit-batch, for comparison) only the batch.")] = WeightsFrom.full,
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 50,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size in normal mode (overfit mode uses its batch of 32).")] = 128,
     lr: Annotated[float, typer.Option(min=0, help="Adam learning rate (cosine-annealed to 1e-5).")] = 5e-4,
@@ -49,6 +55,7 @@ def train_command(
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<time>).", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too).", show_default=False)] = None,
     log_every_n_steps: Annotated[int, typer.Option(min=1, help="Print per-class accuracy and log metrics every N steps.")] = 10,
+    wandb: Annotated[bool, typer.Option("--wandb", help='Also log to Weights & Biases (pip install "classweights[wandb]"; WANDB_MODE=offline logs without network).')] = False,
 ) -> None:
     """Train the Beta-VAE with focal loss and class weights from the full training split."""
     from ..config import TrainConfig
@@ -69,6 +76,7 @@ def train_command(
         use_cached_weights=use_cached_weights,
         weights_method=weights_method,
         weights_smooth=weights_smooth,
+        weights_source=weights_from.value,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -82,7 +90,12 @@ def train_command(
         seed=seed,
         device=device.value,
         log_every_n_steps=log_every_n_steps,
+        wandb=wandb,
     )
+    if wandb:
+        from ..tracking import require_wandb
+
+        require_wandb()  # before any work
     if config.use_class_weights:
         import classweights.methods
 

@@ -1,0 +1,83 @@
+"""``arcvae show``: a run's reconstructions of the grids it trained on, in the terminal (and as a PNG)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import ArcvaeError
+from ._common import user_errors
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..config import TrainConfig
+
+
+class SplitChoice(str, Enum):
+    train = "train"
+    val = "val"
+
+
+@user_errors
+def show_command(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder written by 'arcvae train'.", show_default=False)],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of grids to show.")] = 8,
+    split: Annotated[SplitChoice, typer.Option(help="Split of the run's corpus to show in normal mode (overfit runs show their batch).")] = SplitChoice.val,
+    last: Annotated[bool, typer.Option("--last", help="Use the last checkpoint instead of the best one.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also save the picture to this PNG file (atomically).", show_default=False)] = None,
+) -> None:
+    """Show the first N grids a run trained on beside the model's reconstructions, with their accuracy."""
+    from ..console import default_console
+    from ..plots import grids_panel, save_reconstructions
+    from ..trainer import load_run, reconstruct
+
+    if out is not None and not out.parent.is_dir():
+        raise ArcvaeError(f"cannot save the picture to {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    if not (run / "checkpoints").is_dir():
+        raise ArcvaeError(f"{str(run)!r} is not a run folder (it has no checkpoints folder); pass a folder written by 'arcvae train'")
+    model, config, checkpoint = load_run(run, best=not last)
+    grids, source = _grids(config, split.value, n)
+    recons = reconstruct(model, grids)
+    which = "best" if not last and (run / "checkpoints" / "best.pt").exists() else "last"
+    console = default_console()
+    console.print(f"[SHOW] {run}: {which} checkpoint (epoch {checkpoint['epoch']}, step {checkpoint['step']}); {source}", markup=False)
+    console.print(grids_panel(grids, recons))
+    console.print(summary_line(grids, recons), markup=False)
+    if out is not None:
+        save_reconstructions(grids, recons, out, title=f"{run.name}: {source}")
+        console.print(f"[SHOW] Saved to: {out}", markup=False)
+
+
+def _grids(config: TrainConfig, split: str, n: int) -> tuple[np.ndarray, str]:
+    """The first ``n`` grids the run trained on (its batch in overfit mode), and a phrase saying which."""
+    from ..data import load_split
+
+    if config.data is None or not Path(config.data).exists():
+        raise ArcvaeError(f"the run's corpus {config.data!r} is missing; it is needed to show the grids the run trained on")
+    if config.overfit_batch:
+        batch = load_split(config.data, "train")[: config.overfit_samples]
+        return batch[:n], f"{min(n, len(batch))} of the {len(batch)} grids of the overfit batch"
+    grids = load_split(config.data, split)[:n]
+    return grids, f"the first {len(grids)} grids of the {split} split of {config.data}"
+
+
+def summary_line(originals: np.ndarray, reconstructions: np.ndarray) -> str:
+    """One line of accuracy over the shown grids.
+
+    Args:
+        originals: ``[n, H, W]`` colours, n >= 1.
+        reconstructions: the model's grids, the same shape.
+
+    Returns:
+        e.g. ``pixel accuracy 93.0%, foreground accuracy 41.2%, perfect grids 1/8``
+        (foreground: colours 1-9; ``-`` when the grids have none).
+    """
+    hit = originals == reconstructions
+    foreground = originals != 0
+    fg = f"{hit[foreground].mean():.1%}" if foreground.any() else "-"
+    perfect = int(hit.reshape(len(hit), -1).all(axis=1).sum())
+    return f"pixel accuracy {hit.mean():.1%}, foreground accuracy {fg}, perfect grids {perfect}/{len(hit)}"

@@ -1,0 +1,260 @@
+"""Pictures of grids and runs: PNG files (matplotlib) and grids in the terminal (Rich).
+
+matplotlib is imported inside the functions that draw, so importing this
+module stays light. Figures are ``matplotlib.figure.Figure`` objects on the
+non-interactive Agg canvas (no pyplot state), rendered into memory and written
+with :func:`classweights.storage.atomic_write_bytes`: a crash never leaves half
+a PNG. Every figure has a fixed size, so its PNG size is known in advance.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from rich.columns import Columns
+from rich.style import Style
+from rich.text import Text
+
+from .errors import ArcvaeError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+ARC_PALETTE: tuple[str, ...] = (
+    "#000000",  # 0 black
+    "#0074D9",  # 1 blue
+    "#FF4136",  # 2 red
+    "#2ECC40",  # 3 green
+    "#FFDC00",  # 4 yellow
+    "#AAAAAA",  # 5 grey
+    "#F012BE",  # 6 magenta
+    "#FF851B",  # 7 orange
+    "#7FDBFF",  # 8 light blue
+    "#870C25",  # 9 maroon
+)
+"""The 10 standard ARC colours as hex strings; the index is the colour."""
+
+DPI = 100
+_PERFECT, _WRONG = "#2E7D32", "#C62828"  # green and red of the per-grid marks
+
+
+# ------------------------------------------------------------ PNG files ----
+
+
+def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, path: str | os.PathLike[str], *,
+                         title: str | None = None) -> None:  # fmt: skip
+    """Draw originals (top row) over their reconstructions (bottom row) into a PNG.
+
+    Each column is one grid in the ARC colours, with thin cell lines; above it,
+    ``#i perfect`` in green or ``#i k wrong`` in red (k wrong pixels).
+
+    The PNG is ``50 + 125 * n`` pixels wide and ``275`` pixels high for ``n``
+    grids (a 0.5 in margin for the row labels plus 1.25 in per column, by
+    2.75 in, at 100 dpi).
+
+    Args:
+        originals: ``[n, H, W]`` colours 0-9, n >= 1.
+        reconstructions: the model's grids, the same shape as ``originals``.
+        path: the PNG file to write (atomically).
+        title: an optional line above the grids.
+
+    Raises:
+        ArcvaeError: the two arrays differ in shape, are not ``[n, H, W]``, or are empty.
+    """
+    originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
+    if originals.shape != reconstructions.shape or originals.ndim != 3 or len(originals) == 0:
+        raise ArcvaeError(f"Expected originals and reconstructions of the same shape [n, H, W] with n >= 1, "
+                          f"but got {originals.shape} and {reconstructions.shape}")  # fmt: skip
+    from matplotlib.colors import ListedColormap
+
+    n = len(originals)
+    width, height = 0.5 + 1.25 * n, 2.75  # inches; exact in binary, so the pixel size is exact too
+    fig = _new_figure(width, height)
+    fig.subplots_adjust(left=0.5 / width, right=1 - 0.05 / width, bottom=0.1 / height, top=1 - 0.55 / height, wspace=0.1, hspace=0.1)
+    axes = fig.subplots(2, n, squeeze=False)
+    cmap = ListedColormap(list(ARC_PALETTE))
+    for i in range(n):
+        for row, grid in enumerate((originals[i], reconstructions[i])):
+            ax = axes[row, i]
+            ax.imshow(grid, cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
+            _cell_lines(ax, grid.shape)
+        wrong = int((originals[i] != reconstructions[i]).sum())
+        axes[0, i].set_title(f"#{i} perfect" if wrong == 0 else f"#{i} {wrong} wrong", fontsize=8, color=_PERFECT if wrong == 0 else _WRONG)
+    axes[0, 0].set_ylabel("original", fontsize=9)
+    axes[1, 0].set_ylabel("reconstruction", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def save_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Draw a run's training curves against the step into a PNG of 1000 x 700 pixels (10 x 7 in at 100 dpi).
+
+    Four panels: loss, pixel accuracy, foreground accuracy (training, and the
+    evaluation of the overfit batch or the validation split where logged), and
+    per-class accuracy, one line per colour in its ARC colour (the evaluation's
+    when logged, else training's). A missing value (``None``, e.g. a colour
+    absent from the batch) leaves a gap. Empty or one-record logs give empty
+    or one-point panels.
+
+    Args:
+        records: the dicts of a run's ``metrics.jsonl`` (``type`` ``step`` or
+            ``epoch``, each with a ``step``); records without a step are skipped.
+        path: the PNG file to write (atomically).
+    """
+    records = [r for r in records if isinstance(r.get("step"), (int, float))]
+    fig = _new_figure(10, 7)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.95, wspace=0.2, hspace=0.3)
+    (loss_ax, pixel_ax), (fg_ax, class_ax) = fig.subplots(2, 2)
+    for ax, key, title in ((loss_ax, "loss", "loss"), (pixel_ax, "pixel_accuracy", "pixel accuracy"),
+                           (fg_ax, "foreground_accuracy", "foreground accuracy")):  # fmt: skip
+        for prefix, label in (("", "train"), ("eval_", "eval (batch)"), ("val_", "validation")):
+            steps, values = _series(records, prefix + key)
+            if steps:
+                ax.plot(steps, values, marker="." if len(steps) < 3 else None, label=label)
+        _finish(ax, title)
+    key = "eval_per_class_accuracy" if any("eval_per_class_accuracy" in r for r in records) else "per_class_accuracy"
+    steps, rows = _series(records, key)
+    for color, hex_color in enumerate(ARC_PALETTE if steps else ()):
+        values = [row[color] if isinstance(row, list) and color < len(row) and row[color] is not None else math.nan for row in rows]
+        class_ax.plot(steps, values, color=hex_color, linewidth=1.2, marker="." if len(steps) < 3 else None, label=str(color))
+    _finish(class_ax, "per-class accuracy" + (" (eval)" if key.startswith("eval_") else " (train)"), ncol=5)
+    for ax in (pixel_ax, fg_ax, class_ax):
+        ax.set_ylim(-0.02, 1.02)
+    for ax in (fg_ax, class_ax):
+        ax.set_xlabel("step")
+    _save(fig, path)
+
+
+def save_study_plot(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
+    """Draw the foreground accuracy of every study run against the step into a PNG of 800 x 500 pixels (8 x 5 in at 100 dpi).
+
+    One line per run, one colour per arm (in order of first appearance), one
+    legend entry per arm. ``None`` values leave gaps.
+
+    Args:
+        runs: dicts ``{"arm": str, "seed": int, "steps": [int, ...],
+            "foreground_accuracy": [float | None, ...]}``.
+        path: the PNG file to write (atomically).
+
+    Raises:
+        ArcvaeError: a run's steps and accuracies differ in length.
+    """
+    fig = _new_figure(8, 5)
+    ax = fig.add_subplot()
+    colors: dict[str, str] = {}
+    for run in runs:
+        steps, accuracy = list(run["steps"]), list(run["foreground_accuracy"])
+        if len(steps) != len(accuracy):
+            raise ArcvaeError(f"Expected as many steps as accuracies in run {run['arm']!r} seed {run['seed']}, "
+                              f"but got {len(steps)} and {len(accuracy)}")  # fmt: skip
+        new_arm = run["arm"] not in colors
+        color = colors.setdefault(run["arm"], f"C{len(colors) % 10}")
+        ax.plot(steps, [math.nan if a is None else a for a in accuracy], color=color, alpha=0.8, linewidth=1.2, marker=".", markersize=3,
+                label=run["arm"] if new_arm else None)  # fmt: skip
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("step")
+    ax.set_ylabel("foreground accuracy")
+    _finish(ax, "Overfit study: foreground accuracy of the batch, one line per run")
+    _save(fig, path)
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Render ``fig`` to PNG in memory, then write it atomically."""
+    from classweights.storage import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _cell_lines(ax: Axes, shape: tuple[int, ...]) -> None:
+    """Thin grey lines between the cells of an ``imshow`` grid; no ticks."""
+    rows, cols = shape
+    ax.vlines(np.arange(0.5, cols - 1), -0.5, rows - 0.5, colors="#555555", linewidth=0.3)
+    ax.hlines(np.arange(0.5, rows - 1), -0.5, cols - 0.5, colors="#555555", linewidth=0.3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[Any]]:
+    """Steps and values of ``key`` in the records that have it, one value per step (the last), in step order; ``None`` -> NaN."""
+    by_step = {r["step"]: r[key] for r in records if key in r}
+    steps = sorted(by_step)
+    return steps, [math.nan if by_step[s] is None else by_step[s] for s in steps]
+
+
+def _finish(ax: Axes, title: str, *, ncol: int = 1) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_title(title, fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, ncol=ncol)
+
+
+# ------------------------------------------------------------- terminal ----
+
+
+def grids_panel(originals: np.ndarray, reconstructions: np.ndarray, *, labels: Sequence[str] | None = None) -> Columns:
+    """Each original beside its reconstruction, in the terminal, as many pairs per row as fit.
+
+    A cell is two full blocks ``██`` in its ARC colour. Each pair has a header:
+    its label and ``perfect`` or the number of wrong pixels. A pair is
+    ``4 * W + 2`` columns wide (66 for 16x16 grids), so an 80-column terminal
+    shows one pair per row and a 200-column one two.
+
+    Args:
+        originals: ``[n, H, W]`` colours 0-9.
+        reconstructions: the same shape as ``originals``.
+        labels: one header label per pair (default ``#0``, ``#1``, ...).
+
+    Returns:
+        A Rich renderable for ``Console.print``.
+
+    Raises:
+        ArcvaeError: the arrays differ in shape or are not ``[n, H, W]``, or
+            ``labels`` is not one per pair.
+    """
+    originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
+    if originals.shape != reconstructions.shape or originals.ndim != 3:
+        raise ArcvaeError(f"Expected originals and reconstructions of the same shape [n, H, W], but got {originals.shape} and {reconstructions.shape}")
+    labels = [f"#{i}" for i in range(len(originals))] if labels is None else list(labels)
+    if len(labels) != len(originals):
+        raise ArcvaeError(f"Expected one label per grid ({len(originals)}), but got {len(labels)}")
+    return Columns([_pair(o, r, label) for o, r, label in zip(originals, reconstructions, labels)], padding=(1, 3))
+
+
+_STYLES = [Style(color=c) for c in ARC_PALETTE]
+
+
+def _pair(original: np.ndarray, reconstruction: np.ndarray, label: str) -> Text:
+    width = 2 * original.shape[1]
+    wrong = int((original != reconstruction).sum())
+    text = Text(f"{label} ", no_wrap=True, overflow="crop")  # a narrow console crops lines rather than breaking the grids
+    text.append("perfect" if wrong == 0 else f"{wrong} wrong", style="green" if wrong == 0 else "red")
+    text.append(f"\n{'original':<{width}}  reconstruction", style="dim")
+    for row_o, row_r in zip(original, reconstruction):
+        text.append("\n")
+        for row in (row_o, row_r):
+            for color in row:
+                text.append("██", style=_STYLES[int(color)])
+            text.append("  ")
+        text.right_crop(2)
+    return text
