@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 
 import pytest
 import torch
@@ -72,7 +73,11 @@ def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
     result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, batch_size=64, log_every_n_steps=5), report)
     run = tmp_path / "run"
     assert result.epochs_run == 3 and result.best_val_objective is not None
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints", "result.json"}
+    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints", "result.json",
+                                               "reconstructions.png", "curves.png"}  # fmt: skip
+    for name, size in (("reconstructions.png", (50 + 125 * 8, 275)), ("curves.png", (1000, 700))):  # documented in arcvae.plots
+        data = (run / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == size, name
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
     epochs = records(run, "epoch")
     assert [e["epoch"] for e in epochs] == [1, 2, 3]

@@ -43,6 +43,7 @@ class TrainConfig:
     free_bits: float = 0.0  # nats per latent dimension per sample; 0 disables
     # optimisation
     epochs: int = 50
+    max_epochs: int | None = None  # stop after this many epochs; the LR and beta schedules still span `epochs` (studies)
     batch_size: int = 128
     lr: float = 5e-4
     min_lr: float = 1e-5  # cosine schedule floor
@@ -60,6 +61,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ArcvaeError(f"Expected {name} to be a positive integer, but got {value!r}")
+        if self.max_epochs is not None and (isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 1):
+            raise ArcvaeError(f"Expected max_epochs to be a positive integer or None, but got {self.max_epochs!r}")
         for name in ("lr", "min_lr", "grad_clip", "beta_max", "free_bits", "weights_smooth", "focal_gamma"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):

@@ -108,7 +108,8 @@ def _one_run(task: tuple[str, int, str, int, str, bool]) -> RunSummary:
 
     torch.set_num_threads(1)  # the runs share the cores
     run_dir = Path(out) / "runs" / f"{arm.replace(':', '-')}-seed{seed}"
-    config = TrainConfig(data=data, out=str(run_dir), overfit_batch=True, epochs=epochs, seed=seed, device="cpu", wandb=wandb,
+    # the schedules of a default `arcvae train --overfit-batch` run (50 epochs), stopped after `epochs`
+    config = TrainConfig(data=data, out=str(run_dir), overfit_batch=True, max_epochs=epochs, seed=seed, device="cpu", wandb=wandb,
                          **arm_config(arm))  # fmt: skip
     train(config, Reporter(Console(file=io.StringIO(), width=120)))
     return summarise_run(arm, seed, run_dir)

@@ -364,11 +364,12 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
         state.tracker = open_tracker(config.wandb, config=config.to_dict(), run_dir=run_dir, name=run_dir.name,
                                      group=None, warn=report.warn)  # fmt: skip
     try:
+        run_epochs = min(epochs, config.max_epochs or epochs)  # the schedules above still span `epochs`
         if config.overfit_batch:
             assert batch is not None
-            result = _overfit_loop(state, batch, start_epoch, epochs, repeats)
+            result = _overfit_loop(state, batch, start_epoch, run_epochs, repeats)
         else:
-            result = _normal_loop(state, train_grids, val_grids, start_epoch, epochs)
+            result = _normal_loop(state, train_grids, val_grids, start_epoch, run_epochs)
     finally:
         if state.logger is not None:
             state.logger.close()
