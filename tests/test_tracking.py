@@ -301,3 +301,29 @@ def test_real_wandb_disabled_mode_is_quiet(offline_wandb, monkeypatch):
     tracker.finish({"x": 1.0})
     assert warnings == []
     assert not list(offline_wandb.rglob("offline-run-*"))
+
+
+# ---- arcvae train --wandb, end to end ---------------------------------------------------------
+
+
+def test_train_with_wandb_offline_logs_the_run(offline_wandb, tiny_corpus):
+    from typer.testing import CliRunner
+
+    from arcvae.cli import app
+
+    run_dir = offline_wandb / "train-run"
+    result = CliRunner().invoke(app, ["train", "--overfit-batch", "--quick-test", "--data", str(tiny_corpus), "--out", str(run_dir), "--wandb"])
+    assert result.exit_code == 0, result.output
+    [offline] = (run_dir / "wandb").glob("offline-run-*")
+    assert any(offline.glob("*.wandb"))
+
+
+def test_train_with_wandb_but_without_the_package_says_how_to_install(monkeypatch, tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from arcvae.cli import app
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now raises ImportError
+    result = CliRunner().invoke(app, ["train", "--overfit-batch", "--data", str(tiny_corpus), "--out", str(tmp_path / "run"), "--wandb"])
+    assert result.exit_code == 1 and 'pip install "classweights[wandb]"' in result.stderr
+    assert not (tmp_path / "run").exists()
