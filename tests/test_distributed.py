@@ -142,7 +142,7 @@ def test_torchrun_overfit_quick_test_prints_once_and_writes_one_run(tiny_data, t
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for line in ("[MODEL] Created: 801,034 parameters", "[DDP] 2 processes (gloo)", "Counted 1600 samples in 2 shards",
-                 "[DDP] Class weights and final model parameters are identical on all 2 processes", "[RUN] "):  # fmt: skip
+                 "[DDP] Class weights and final model parameters are identical on all 2 processes", "[RUN] Pictures: "):  # fmt: skip
         assert out.count(line) == 1, (line, out)
     assert "error" not in result.stderr.lower() and "Traceback" not in result.stderr
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"type": "step"' in line]

@@ -146,7 +146,8 @@ def assert_one_line_error(result, *fragments: str) -> None:
 def test_show_prints_grids_and_summary_and_saves_the_png(run_dir, tmp_path):
     result = runner.invoke(app, ["show", str(run_dir), "--n", "4", "--out", str(tmp_path / "show.png")])
     assert result.exit_code == 0, result.output
-    assert "4 of the 32 grids of the overfit batch" in result.stdout and "██" in result.stdout
+    assert "4 of the 32 grids of the overfit batch" in result.stdout
+    assert "██" not in result.stdout and ". . . ." in result.stdout  # no colours off a terminal: digits, '.' for black
     assert "pixel accuracy" in result.stdout and "foreground accuracy" in result.stdout and "perfect grids" in result.stdout
     assert "/4" in result.stdout.splitlines()[-2]
     assert png_size(tmp_path / "show.png") == (50 + 125 * 4, 275)
@@ -178,3 +179,19 @@ def test_show_help_imports_neither_torch_nor_matplotlib():
             "CliRunner().invoke(app, ['show', '--help']); print('torch' in sys.modules or 'matplotlib' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_grids_panel_draws_coloured_blocks_or_digits():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from arcvae.plots import grids_panel
+
+    grid = np.zeros((1, 2, 2), np.uint8)
+    grid[0, 0, 1] = 3
+    for colour, expected in ((True, "██"), (False, ". 3")):
+        console = Console(file=StringIO(), width=80, force_terminal=colour, color_system="truecolor" if colour else None)
+        console.print(grids_panel(grid, grid, colour=colour))
+        text = console.file.getvalue()
+        assert expected in text and "perfect" in text

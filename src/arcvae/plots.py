@@ -212,10 +212,12 @@ def _finish(ax: Axes, title: str, *, ncol: int = 1) -> None:
 # ------------------------------------------------------------- terminal ----
 
 
-def grids_panel(originals: np.ndarray, reconstructions: np.ndarray, *, labels: Sequence[str] | None = None) -> Columns:
+def grids_panel(originals: np.ndarray, reconstructions: np.ndarray, *, labels: Sequence[str] | None = None, colour: bool = True) -> Columns:
     """Each original beside its reconstruction, in the terminal, as many pairs per row as fit.
 
-    A cell is two full blocks ``██`` in its ARC colour. Each pair has a header:
+    A cell is two full blocks ``██`` in its ARC colour; with ``colour=False``
+    (a console without colours, e.g. ``NO_COLOR`` or a pipe) it is its colour
+    digit and a space, ``.`` for black. Each pair has a header:
     its label and ``perfect`` or the number of wrong pixels. A pair is
     ``4 * W + 2`` columns wide (66 for 16x16 grids), so an 80-column terminal
     shows one pair per row and a 200-column one two.
@@ -224,6 +226,7 @@ def grids_panel(originals: np.ndarray, reconstructions: np.ndarray, *, labels: S
         originals: ``[n, H, W]`` colours 0-9.
         reconstructions: the same shape as ``originals``.
         labels: one header label per pair (default ``#0``, ``#1``, ...).
+        colour: draw coloured blocks (default) or digits.
 
     Returns:
         A Rich renderable for ``Console.print``.
@@ -238,13 +241,16 @@ def grids_panel(originals: np.ndarray, reconstructions: np.ndarray, *, labels: S
     labels = [f"#{i}" for i in range(len(originals))] if labels is None else list(labels)
     if len(labels) != len(originals):
         raise ArcvaeError(f"Expected one label per grid ({len(originals)}), but got {len(labels)}")
-    return Columns([_pair(o, r, label) for o, r, label in zip(originals, reconstructions, labels)], padding=(1, 3))
+    return Columns([_pair(o, r, label, colour) for o, r, label in zip(originals, reconstructions, labels)], padding=(1, 3))
 
 
 _STYLES = [Style(color=c) for c in ARC_PALETTE]
 
 
-def _pair(original: np.ndarray, reconstruction: np.ndarray, label: str) -> Text:
+_DIGITS = [". "] + [f"{c} " for c in range(1, 10)]
+
+
+def _pair(original: np.ndarray, reconstruction: np.ndarray, label: str, colour: bool = True) -> Text:
     width = 2 * original.shape[1]
     wrong = int((original != reconstruction).sum())
     text = Text(f"{label} ", no_wrap=True, overflow="crop")  # a narrow console crops lines rather than breaking the grids
@@ -254,7 +260,10 @@ def _pair(original: np.ndarray, reconstruction: np.ndarray, label: str) -> Text:
         text.append("\n")
         for row in (row_o, row_r):
             for color in row:
-                text.append("██", style=_STYLES[int(color)])
+                if colour:
+                    text.append("██", style=_STYLES[int(color)])
+                else:
+                    text.append(_DIGITS[int(color)])
             text.append("  ")
         text.right_crop(2)
     return text

@@ -109,7 +109,7 @@ def new_run_dir(config: TrainConfig) -> Path:
     return candidate
 
 
-_RUN_FILES = {"config.json", "class_weights.json", "metrics.jsonl", "result.json", "checkpoints"}
+_RUN_FILES = {"config.json", "class_weights.json", "metrics.jsonl", "result.json", "checkpoints", "reconstructions.png", "curves.png", "wandb"}
 
 
 def _check_fresh(run_dir: Path) -> None:

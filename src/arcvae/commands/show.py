@@ -45,7 +45,7 @@ def show_command(
     which = "best" if not last and (run / "checkpoints" / "best.pt").exists() else "last"
     console = default_console()
     console.print(f"[SHOW] {run}: {which} checkpoint (epoch {checkpoint['epoch']}, step {checkpoint['step']}); {source}", markup=False)
-    console.print(grids_panel(grids, recons))
+    console.print(grids_panel(grids, recons, colour=console.color_system is not None and not console.no_color))
     console.print(summary_line(grids, recons), markup=False)
     if out is not None:
         save_reconstructions(grids, recons, out, title=f"{run.name}: {source}")

@@ -22,7 +22,7 @@ def overfit(
     methods: Annotated[str, typer.Option(help="Extra arms: comma-separated classweights methods, each weighing the full split (e.g. inverse,balanced).")] = "",
     jobs: Annotated[Optional[int], typer.Option(min=1, help="Runs trained at once, one thread each (default: the number of CPU cores).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(help="Study folder (default: studies/<time>-overfit).", show_default=False)] = None,
-    wandb: Annotated[bool, typer.Option("--wandb", help="Log every run to Weights & Biases (needs the wandb extra; honours WANDB_MODE=offline).")] = False,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Log every run to Weights & Biases (needs the optional wandb package; honours WANDB_MODE=offline).")] = False,
 ) -> None:
     """Overfit one batch with no class weights, batch weights and full-split weights, for several seeds.
 

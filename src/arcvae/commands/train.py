@@ -55,7 +55,7 @@ def train_command(
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<time>).", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too).", show_default=False)] = None,
     log_every_n_steps: Annotated[int, typer.Option(min=1, help="Print per-class accuracy and log metrics every N steps.")] = 10,
-    wandb: Annotated[bool, typer.Option("--wandb", help='Also log to Weights & Biases (pip install "classweights[wandb]"; WANDB_MODE=offline logs without network).')] = False,
+    wandb: Annotated[bool, typer.Option("--wandb", help='Also log to Weights & Biases (pip install "classweights\\[wandb]"; WANDB_MODE=offline logs without network).')] = False,
 ) -> None:
     """Train the Beta-VAE with focal loss and class weights from the full training split."""
     from ..config import TrainConfig

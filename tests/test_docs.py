@@ -1,0 +1,564 @@
+"""Run the shell examples of ``README.md`` and ``docs/*.md``, so the docs cannot go stale.
+
+The ``>>>`` examples of the Markdown files are doctests (``--doctest-glob=*.md``
+in ``pyproject.toml``); this module runs the shell examples. It makes one
+test per Markdown file that has at least one runnable block, found anew on
+every run: a new ``docs/*.md`` file is picked up without any change here.
+
+Conventions
+===========
+
+Blocks
+------
+``console`` block
+    A line starting with ``$ `` is a command; a command line ending in ``\\``
+    continues on the next line. The lines after a command, up to the next
+    ``$ `` line, are its expected output: stdout and stderr merged, in the
+    order they were written. A command with no expected output (no lines, or
+    only blank ones) has its output not checked. Any other text before the
+    first ``$ `` line is an error.
+
+    Matching is doctest-like: ``...`` matches any text, including newlines
+    (a line that is only ``...`` also matches no line at all); trailing
+    whitespace on each line and trailing blank lines are ignored; everything
+    else is compared exactly, line by line.
+
+    The exit code must be 0, unless the expected output contains ``error:``;
+    then it must be non-zero.
+
+``bash`` or ``sh`` block
+    Every command is run: each line that is neither blank nor a ``#`` comment
+    starts one (the same ``\\`` continuation). Output is not checked; the exit
+    code must be 0.
+
+Any other block
+    ``text``, ``python``, ``pycon``, ``json``, ``toml``, ... is not run, unless
+    a ``file`` directive says otherwise.
+
+Directives
+----------
+HTML comments, invisible in the rendered page, placed directly before a
+block (only blank lines, or other directives, may come between). Every
+directive applies to the next block; a directive followed by prose, an
+unknown directive or a missing argument is an error, so typos do not go
+unnoticed.
+
+``<!-- docs-test: file NAME -->``
+    The block's content (typically ``python``) is written to ``NAME``,
+    relative to the sandbox folder, at that point of the document, for later
+    commands such as ``torchrun ... NAME``. Not allowed on a shell block.
+
+``<!-- docs-test: skip REASON -->``
+    The block is not run. ``REASON`` is required (GPUs, several machines,
+    very long runs, commands that would run this very test suite).
+
+``<!-- docs-test: setup CMD -->``
+    ``CMD`` runs in the file's shell just before the block (output ignored
+    unless it fails; exit code 0 required). Several ``setup`` directives run
+    in order. Not run when the block is skipped.
+
+``<!-- docs-test: needs-shared-corpus -->``
+    The block (and its ``setup``) is skipped when
+    ``../shared/data/simplified_dataset_100k.npz``, relative to the repository
+    root, is absent. When it is present, every sandbox has ``$SHARED_CORPUS``
+    set to its absolute path. The convention for using it: a ``setup``
+    symlink, so the shown commands use the path a reader in the repository
+    root would type::
+
+        <!-- docs-test: needs-shared-corpus -->
+        <!-- docs-test: setup mkdir -p ../shared/data && ln -sfn "$SHARED_CORPUS" ../shared/data/ -->
+        ```console
+        $ arcvae data info ../shared/data/simplified_dataset_100k.npz
+        ```
+
+    (The sandbox's parent folder is private to the test, so ``../shared``
+    there is too.)
+
+Where and how the commands run
+------------------------------
+Each Markdown file gets its own fresh sandbox folder (the starting working
+directory) and one ``bash`` session: its blocks run in document order, and
+the shell's state (current folder, variables, ``$?`` for ``echo $?``)
+carries over from one command to the next. Commands read no input
+(``/dev/null``). The environment is the test run's, with:
+
+- ``XDG_CACHE_HOME=<sandbox>/cache`` and ``HOME=<sandbox>/home`` (both
+  created empty), ``COLUMNS=100``, ``TERM=dumb``, ``NO_COLOR=1``,
+  ``LC_ALL=C.UTF-8`` and ``PYTHONIOENCODING=utf-8``;
+- ``PATH`` starting with the folder of the running Python, so ``python``,
+  ``arcvae`` and ``torchrun`` are those of this environment, and
+  ``PYTHONPATH`` starting with the repository's ``src``;
+- no ``BASH_ENV``/``ENV``, and none of torchrun's ``RANK``, ``WORLD_SIZE``,
+  ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``.
+
+Each command (and each setup) may take at most ``COMMAND_TIMEOUT`` seconds
+(300); then the whole session is killed and the test fails. A failure
+message shows the file and line, the command, the expected and the actual
+output and their diff.
+
+To see what the commands of a file print now (to write or re-capture its
+examples), run this module as a script; it prints each command and its
+output in ``console`` form (and, on stderr, its exit code and duration)::
+
+    python tests/test_docs.py docs/cli.md
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CORPUS = (REPO / ".." / "shared" / "data" / "simplified_dataset_100k.npz").resolve()
+COMMAND_TIMEOUT = 300.0
+SHELL_LANGUAGES = {"bash", "sh"}
+RUNNABLE_LANGUAGES = SHELL_LANGUAGES | {"console"}
+DIRECTIVES = {"file", "skip", "setup", "needs-shared-corpus"}
+ELLIPSIS = "..."
+
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*?)[ \t]*$")
+_DIRECTIVE = re.compile(r"^[ \t]*<!--[ \t]*docs-test:[ \t]*(?P<name>[\w-]*)(?:[ \t]+(?P<arg>.*?))?[ \t]*-->[ \t]*$")
+
+
+class DocFormatError(Exception):
+    """A Markdown file breaks the conventions (bad directive, stray text in a console block, ...)."""
+
+
+@dataclass
+class Command:
+    line: int  # 1-based line of the command in the Markdown file
+    text: str  # as bash gets it; continuation lines keep their backslash-newline
+    expected: list[str] | None  # None: output not checked (bash blocks, or nothing shown)
+
+
+@dataclass
+class Block:
+    line: int  # 1-based line of the opening fence
+    language: str
+    content: str
+    file: str | None = None
+    skip: str | None = None
+    setup: list[str] = field(default_factory=list)
+    needs_shared_corpus: bool = False
+    commands: list[Command] = field(default_factory=list)
+
+    @property
+    def runnable(self) -> bool:
+        return self.language in RUNNABLE_LANGUAGES or self.file is not None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_markdown(text: str, name: str = "<markdown>") -> list[Block]:
+    """Every fenced block of ``text`` with its directives; shell blocks get their commands."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    pending: list[tuple[int, str, str]] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if "docs-test" in line and "<!--" in line:
+            match = _DIRECTIVE.match(line)
+            if not match or match["name"] not in DIRECTIVES:
+                raise DocFormatError(f"{name}:{i + 1}: not a docs-test directive (expected one of {sorted(DIRECTIVES)}): {line.strip()}")
+            pending.append((i + 1, match["name"], (match["arg"] or "").strip()))
+            i += 1
+            continue
+        fence = _FENCE.match(line)
+        if fence:
+            indent, marker, info = fence["indent"], fence["fence"], fence["info"]
+            body: list[str] = []
+            j = i + 1
+            while j < len(lines):
+                stripped = lines[j].strip()
+                if stripped.startswith(marker[0] * len(marker)) and set(stripped) == {marker[0]}:
+                    break
+                body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j].lstrip())
+                j += 1
+            else:
+                raise DocFormatError(f"{name}:{i + 1}: code block is never closed")
+            language = info.split()[0].lower() if info else ""
+            block = Block(line=i + 1, language=language, content="\n".join(body) + ("\n" if body else ""))
+            _apply_directives(block, pending, name)
+            pending = []
+            if block.language in RUNNABLE_LANGUAGES and block.file is None:
+                block.commands = _console_commands(body, i + 2, name) if block.language == "console" else _shell_commands(body, i + 2)
+            blocks.append(block)
+            i = j + 1
+            continue
+        if pending and line.strip():
+            first = pending[0][0]
+            raise DocFormatError(f"{name}:{first}: docs-test directive is not directly before a code block (text follows at line {i + 1})")
+        i += 1
+    if pending:
+        raise DocFormatError(f"{name}:{pending[0][0]}: docs-test directive at the end of the file, with no code block after it")
+    return blocks
+
+
+def _apply_directives(block: Block, directives: list[tuple[int, str, str]], name: str) -> None:
+    for line, directive, arg in directives:
+        where = f"{name}:{line}"
+        if directive == "needs-shared-corpus":
+            if arg:
+                raise DocFormatError(f"{where}: needs-shared-corpus takes no argument, got {arg!r}")
+            block.needs_shared_corpus = True
+        elif not arg:
+            raise DocFormatError(f"{where}: docs-test {directive} needs an argument")
+        elif directive == "skip":
+            block.skip = arg
+        elif directive == "setup":
+            block.setup.append(arg)
+        elif directive == "file":
+            if block.language in RUNNABLE_LANGUAGES:
+                raise DocFormatError(f"{where}: docs-test file cannot apply to a {block.language} block")
+            if Path(arg).is_absolute() or ".." in Path(arg).parts:
+                raise DocFormatError(f"{where}: docs-test file needs a relative path inside the sandbox, got {arg!r}")
+            block.file = arg
+
+
+def _join_continued(lines: list[str], start: int) -> tuple[str, int]:
+    """The command starting at ``lines[start]`` with its ``\\`` continuations, and the index after it."""
+    parts = [lines[start]]
+    k = start
+    while parts[-1].rstrip().endswith("\\") and k + 1 < len(lines):
+        k += 1
+        parts.append(lines[k])
+    return "\n".join(parts), k + 1
+
+
+def _shell_commands(body: list[str], first_line: int) -> list[Command]:
+    commands = []
+    k = 0
+    while k < len(body):
+        stripped = body[k].strip()
+        if not stripped or stripped.startswith("#"):
+            k += 1
+            continue
+        text, nxt = _join_continued(body, k)
+        commands.append(Command(line=first_line + k, text=text, expected=None))
+        k = nxt
+    return commands
+
+
+def _console_commands(body: list[str], first_line: int, name: str) -> list[Command]:
+    commands: list[Command] = []
+    k = 0
+    while k < len(body):
+        if not body[k].startswith("$ "):
+            if body[k].strip():
+                raise DocFormatError(f"{name}:{first_line + k}: console block has text before its first '$ ' command: {body[k]!r}")
+            k += 1
+            continue
+        lines = [body[k][2:]] + body[k + 1 :]
+        text, used = _join_continued(lines, 0)
+        line = first_line + k
+        k += used
+        output = []
+        while k < len(body) and not body[k].startswith("$ "):
+            output.append(body[k])
+            k += 1
+        shown = any(o.strip() for o in output)
+        commands.append(Command(line=line, text=text, expected=output if shown else None))
+    return commands
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def normalize(text: str) -> str:
+    """Trailing whitespace of every line and trailing blank lines removed; CRLF as LF."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines)
+
+
+def output_matches(expected: str, actual: str) -> bool:
+    """doctest-like: ``...`` matches any text (a line of only ``...`` also matches zero lines)."""
+    lines = normalize(expected).split("\n")
+    pieces: list[str] = []  # the text between standalone "..." lines
+    current: list[str] = []
+    last = len(lines) - 1
+    for index, line in enumerate(lines):
+        if line.strip() != ELLIPSIS:
+            current.append(line)
+            continue
+        # a line that is only "..." takes one neighbouring newline with it, so that it may match no line at all
+        pieces.append("\n".join(current) + ("\n" if current and index < last else ""))
+        current = []
+        if index == last:
+            pieces.append("")
+    if current or not pieces:
+        pieces.append("\n".join(current))
+    # consecutive pieces are separated by an ellipsis, and a piece may hold inline ones
+    runs = [run for piece in pieces for run in piece.split(ELLIPSIS)]
+    return _ellipsis_match(runs, normalize(actual))
+
+
+def _ellipsis_match(runs: list[str], actual: str) -> bool:
+    """Whether ``actual`` is runs[0] + any + runs[1] + any + ... + runs[-1] (leftmost-first search, linear)."""
+    if len(runs) == 1:
+        return runs[0] == actual
+    head, tail = runs[0], runs[-1]
+    if not actual.startswith(head) or len(head) + len(tail) > len(actual) or not actual.endswith(tail):
+        return False
+    position, end = len(head), len(actual) - len(tail)
+    for run in runs[1:-1]:
+        found = actual.find(run, position, end)
+        if found < 0:
+            return False
+        position = found + len(run)
+    return True
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Result:
+    command: str
+    output: str
+    returncode: int
+    seconds: float
+
+
+class Session:
+    """One bash process per Markdown file; each command is sourced from a file, its output and code kept."""
+
+    def __init__(self, sandbox: Path, harness: Path, env: dict[str, str], timeout: float = COMMAND_TIMEOUT) -> None:
+        self.sandbox, self.harness, self.timeout = sandbox, harness, timeout
+        self.count = 0
+        self.proc = subprocess.Popen(
+            ["bash", "--noprofile", "--norc"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=sandbox, env=env, start_new_session=True, text=True,
+        )  # fmt: skip
+        self._send("__docs_rc=0")
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def run(self, command: str) -> Result:
+        self.count += 1
+        n = self.count
+        script, out, rc = (self.harness / f"{n}.{suffix}" for suffix in ("sh", "out", "rc"))
+        script.write_text(command + "\n", encoding="utf-8")
+        q = shlex.quote
+        # (exit $__docs_rc) gives the command the previous command's $?, for "echo $?"
+        self._send(f"(exit $__docs_rc); . {q(str(script))} > {q(str(out))} 2>&1 < /dev/null; __docs_rc=$?; "
+                   f"echo $__docs_rc > {q(str(rc))}.part && mv {q(str(rc))}.part {q(str(rc))}")  # fmt: skip
+        start = time.monotonic()
+        while not rc.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the shell exited (code {self.proc.returncode}) during:\n{command}\n{_read(out)}")
+            if time.monotonic() - start > self.timeout:
+                self.close()
+                raise TimeoutError(f"timed out after {self.timeout:.0f} s:\n$ {command}\n{_read(out)}")
+            time.sleep(0.02)
+        return Result(command, _read(out), int(rc.read_text().strip() or "-1"), time.monotonic() - start)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self._send("exit")
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        try:  # anything the commands left behind in the session's process group
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def sandbox_env(sandbox: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("BASH_ENV", "ENV", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                 "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SHARED_CORPUS", "PYTEST_CURRENT_TEST"):  # fmt: skip
+        env.pop(name, None)
+    bindir = str(Path(sys.executable).parent)
+    env.update(
+        XDG_CACHE_HOME=str(sandbox / "cache"),
+        HOME=str(sandbox / "home"),
+        COLUMNS="100",
+        TERM="dumb",
+        NO_COLOR="1",
+        LC_ALL="C.UTF-8",
+        PYTHONIOENCODING="utf-8",
+        PATH=os.pathsep.join([bindir, env.get("PATH", "")]),
+        PYTHONPATH=os.pathsep.join(p for p in [str(REPO / "src"), env.get("PYTHONPATH", "")] if p),
+    )
+    if SHARED_CORPUS.exists():
+        env["SHARED_CORPUS"] = str(SHARED_CORPUS)
+    return env
+
+
+@dataclass
+class Failure(Exception):
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list[str], list[Result]]:
+    """Run every runnable block of ``path`` in a fresh sandbox under ``workdir``.
+
+    Returns the reasons of skipped blocks and the results of the commands.
+    Raises ``Failure`` at the first command that fails its check, unless
+    ``echo`` (then every command's output is printed and nothing is checked).
+    """
+    name = _display(path)
+    blocks = parse_markdown(path.read_text(encoding="utf-8"), name)
+    sandbox, harness = workdir / "sandbox", workdir / "harness"
+    for folder in (sandbox / "cache", sandbox / "home", harness):
+        folder.mkdir(parents=True, exist_ok=True)
+    session = Session(sandbox, harness, sandbox_env(sandbox))
+    skipped: list[str] = []
+    results: list[Result] = []
+    try:
+        for block in blocks:
+            if not block.runnable:
+                continue
+            if block.skip is not None:
+                skipped.append(f"{name}:{block.line}: {block.skip}")
+                continue
+            if block.needs_shared_corpus and not SHARED_CORPUS.exists():
+                skipped.append(f"{name}:{block.line}: needs {SHARED_CORPUS}, which is absent")
+                continue
+            for setup in block.setup:
+                result = session.run(setup)
+                if result.returncode != 0 and not echo:
+                    raise Failure(f"{name}:{block.line}: setup failed with exit code {result.returncode}\n$ {setup}\n{result.output}")
+            if block.file is not None:
+                target = sandbox / block.file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(block.content, encoding="utf-8")
+                continue
+            for command in block.commands:
+                result = session.run(command.text)
+                results.append(result)
+                if echo:
+                    print(f"$ {command.text}\n{result.output}", end="" if result.output.endswith("\n") or not result.output else "\n")
+                    print(f"[exit code {result.returncode}, {result.seconds:.1f} s]", file=sys.stderr, flush=True)
+                    continue
+                _check(name, command, result)
+    finally:
+        session.close()
+    return skipped, results
+
+
+def _check(name: str, command: Command, result: Result) -> None:
+    expected = None if command.expected is None else "\n".join(command.expected)
+    wants_error = expected is not None and "error:" in expected
+    problems = []
+    if wants_error and result.returncode == 0:
+        problems.append("the shown output contains 'error:', so a non-zero exit code was expected, but it was 0")
+    elif not wants_error and result.returncode != 0:
+        problems.append(f"exit code {result.returncode}, expected 0")
+    if expected is not None and not output_matches(expected, result.output):
+        problems.append("the output does not match")
+    if not problems:
+        return
+    want, got = normalize(expected or ""), normalize(result.output)
+    message = [f"{name}:{command.line}: {'; '.join(problems)}", "", "command:", f"$ {command.text}", ""]
+    if expected is not None:
+        diff = difflib.unified_diff(want.split("\n"), got.split("\n"), "expected", "actual", lineterm="", n=2)
+        message += ["expected:", want, "", "actual:", got, "", "diff (lines with '...' in the expected output match any text):", *diff]
+    else:
+        message += ["actual output:", got]
+    raise Failure("\n".join(message))
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def markdown_files() -> list[Path]:
+    return sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+
+
+def _has_runnable_block(path: Path) -> bool:
+    try:
+        return any(block.runnable for block in parse_markdown(path.read_text(encoding="utf-8"), _display(path)))
+    except DocFormatError:
+        return True  # let the test report it
+
+
+DOCUMENTS = [path for path in markdown_files() if _has_runnable_block(path)]
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=[_display(p) for p in DOCUMENTS])
+def test_shell_examples(path: Path, tmp_path: Path) -> None:
+    try:
+        skipped, results = run_document(path, tmp_path)
+    except (Failure, DocFormatError, TimeoutError, RuntimeError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if not results:
+        pytest.skip("every runnable block is skipped: " + "; ".join(skipped))
+
+
+def test_output_matching() -> None:
+    assert output_matches("a\n...\nb", "a\nb")
+    assert output_matches("a\n...\nb", "a\nx\ny\nb  \n\n")
+    assert not output_matches("a\n...\nb", "ab")
+    assert output_matches("a\n...", "a")
+    assert output_matches("...\nb", "x\nb")
+    assert output_matches("took ... s", "took 1.5 s")
+    assert not output_matches("took ... s", "took 1.5 ms")
+    assert output_matches("x ... y ... z", "x 1 y 2 z")
+    assert not output_matches("a\nb", "a\nb\nc")
+    assert not output_matches(" a", "a")
+
+
+def test_parsing_conventions() -> None:
+    blocks = parse_markdown(
+        "<!-- docs-test: setup touch x -->\n\n```console\n$ echo a \\\n  b\na b\n$ true\n```\n"
+        "<!-- docs-test: file s.py -->\n```python\nprint(1)\n```\n"
+        "```bash\n# comment\nls \\\n  -l\necho hi  # trailing\n```\n",
+    )
+    console, script, shell = blocks
+    assert console.setup == ["touch x"]
+    assert [(c.text, c.expected) for c in console.commands] == [("echo a \\\n  b", ["a b"]), ("true", None)]
+    assert script.file == "s.py" and script.runnable
+    assert [c.text for c in shell.commands] == ["ls \\\n  -l", "echo hi  # trailing"]
+    for bad in ("<!-- docs-test: skip -->\n```bash\nx\n```\n", "<!-- docs-test: file a.py -->\ntext\n```python\n```\n",
+                "<!-- docs-test: skipp why -->\n```bash\nx\n```\n", "```console\nstray\n$ x\n```\n"):  # fmt: skip
+        with pytest.raises(DocFormatError):
+            parse_markdown(bad)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    for arg in sys.argv[1:]:
+        with tempfile.TemporaryDirectory(prefix="docs-test-") as tmp:
+            print(f"# {arg} (sandbox {tmp}/sandbox)")
+            skipped, _ = run_document(Path(arg), Path(tmp), echo=True)
+            for reason in skipped:
+                print(f"# skipped {reason}")
