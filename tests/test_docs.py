@@ -4,6 +4,8 @@ The ``>>>`` examples of the Markdown files are doctests (``--doctest-glob=*.md``
 in ``pyproject.toml``); this module runs the shell examples. It makes one
 test per Markdown file that has at least one runnable block, found anew on
 every run: a new ``docs/*.md`` file is picked up without any change here.
+These tests train models and take minutes in all; they carry the ``slow``
+marker (``-m "not slow"`` leaves them out).
 
 Conventions
 ===========
@@ -37,11 +39,11 @@ Any other block
 
 Directives
 ----------
-HTML comments, invisible in the rendered page, placed directly before a
-block (only blank lines, or other directives, may come between). Every
-directive applies to the next block; a directive followed by prose, an
-unknown directive or a missing argument is an error, so typos do not go
-unnoticed.
+HTML comments on a line of their own, invisible in the rendered page, placed
+directly before a block (only blank lines, or other directives, may come
+between). Every directive applies to the next block; a directive followed by
+prose, an unknown directive or a missing argument is an error, so typos do
+not go unnoticed.
 
 ``<!-- docs-test: file NAME -->``
     The block's content (typically ``python``) is written to ``NAME``,
@@ -92,9 +94,20 @@ carries over from one command to the next. Commands read no input
   ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``.
 
 Each command (and each setup) may take at most ``COMMAND_TIMEOUT`` seconds
-(300); then the whole session is killed and the test fails. A failure
-message shows the file and line, the command, the expected and the actual
-output and their diff.
+(300); then the whole session is killed and the test fails. Otherwise the
+file runs to its end (a failing ``setup`` stops it), and the failure message
+lists every failing command: file and line, the command, the expected and
+the actual output, and their diff.
+
+Writing examples that pass
+--------------------------
+- Replace what varies between runs or machines (timings, dates, run folders
+  named after the clock, absolute paths, speeds) with ``...``; keep what is
+  deterministic (counts, weights, seeded accuracies on a CPU).
+- A usage error (exit code 2) prints a boxed ``Error`` message, not
+  ``error:``; show its code with ``$ arcvae ... || echo "exit code $?"``.
+- A command started in the background (``&``) must have its output
+  redirected, and be waited for (``wait``) before its results are used.
 
 To see what the commands of a file print now (to write or re-capture its
 examples), run this module as a script; it prints each command and its
@@ -148,7 +161,7 @@ class Block:
     content: str
     file: str | None = None
     skip: str | None = None
-    setup: list[str] = field(default_factory=list)
+    setup: list[tuple[int, str]] = field(default_factory=list)  # (line of the directive, command)
     needs_shared_corpus: bool = False
     commands: list[Command] = field(default_factory=list)
 
@@ -168,7 +181,7 @@ def parse_markdown(text: str, name: str = "<markdown>") -> list[Block]:
     i = 0
     while i < len(lines):
         line = lines[i]
-        if "docs-test" in line and "<!--" in line:
+        if line.lstrip().startswith("<!--") and "docs-test" in line:
             match = _DIRECTIVE.match(line)
             if not match or match["name"] not in DIRECTIVES:
                 raise DocFormatError(f"{name}:{i + 1}: not a docs-test directive (expected one of {sorted(DIRECTIVES)}): {line.strip()}")
@@ -218,7 +231,7 @@ def _apply_directives(block: Block, directives: list[tuple[int, str, str]], name
         elif directive == "skip":
             block.skip = arg
         elif directive == "setup":
-            block.setup.append(arg)
+            block.setup.append((line, arg))
         elif directive == "file":
             if block.language in RUNNABLE_LANGUAGES:
                 raise DocFormatError(f"{where}: docs-test file cannot apply to a {block.language} block")
@@ -424,8 +437,9 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
     """Run every runnable block of ``path`` in a fresh sandbox under ``workdir``.
 
     Returns the reasons of skipped blocks and the results of the commands.
-    Raises ``Failure`` at the first command that fails its check, unless
-    ``echo`` (then every command's output is printed and nothing is checked).
+    Raises ``Failure`` listing every command that failed its check (after
+    running them all; a failing setup stops at once), unless ``echo`` (then
+    every command's output is printed and nothing is checked).
     """
     name = _display(path)
     blocks = parse_markdown(path.read_text(encoding="utf-8"), name)
@@ -435,6 +449,7 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
     session = Session(sandbox, harness, sandbox_env(sandbox))
     skipped: list[str] = []
     results: list[Result] = []
+    failures: list[str] = []  # every failing command is reported; a failing setup stops the file
     try:
         for block in blocks:
             if not block.runnable:
@@ -445,10 +460,10 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
             if block.needs_shared_corpus and not SHARED_CORPUS.exists():
                 skipped.append(f"{name}:{block.line}: needs {SHARED_CORPUS}, which is absent")
                 continue
-            for setup in block.setup:
+            for line, setup in block.setup:
                 result = session.run(setup)
                 if result.returncode != 0 and not echo:
-                    raise Failure(f"{name}:{block.line}: setup failed with exit code {result.returncode}\n$ {setup}\n{result.output}")
+                    raise Failure(f"{name}:{line}: setup failed with exit code {result.returncode}\n$ {setup}\n{result.output}")
             if block.file is not None:
                 target = sandbox / block.file
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -461,13 +476,18 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
                     print(f"$ {command.text}\n{result.output}", end="" if result.output.endswith("\n") or not result.output else "\n")
                     print(f"[exit code {result.returncode}, {result.seconds:.1f} s]", file=sys.stderr, flush=True)
                     continue
-                _check(name, command, result)
+                problem = _check(name, command, result)
+                if problem:
+                    failures.append(problem)
     finally:
         session.close()
+    if failures:
+        raise Failure(f"{len(failures)} example(s) of {name} failed\n\n" + "\n\n".join(failures))
     return skipped, results
 
 
-def _check(name: str, command: Command, result: Result) -> None:
+def _check(name: str, command: Command, result: Result) -> str | None:
+    """``None`` if ``result`` is what ``command`` shows, else the failure message."""
     expected = None if command.expected is None else "\n".join(command.expected)
     wants_error = expected is not None and "error:" in expected
     problems = []
@@ -478,7 +498,7 @@ def _check(name: str, command: Command, result: Result) -> None:
     if expected is not None and not output_matches(expected, result.output):
         problems.append("the output does not match")
     if not problems:
-        return
+        return None
     want, got = normalize(expected or ""), normalize(result.output)
     message = [f"{name}:{command.line}: {'; '.join(problems)}", "", "command:", f"$ {command.text}", ""]
     if expected is not None:
@@ -486,7 +506,7 @@ def _check(name: str, command: Command, result: Result) -> None:
         message += ["expected:", want, "", "actual:", got, "", "diff (lines with '...' in the expected output match any text):", *diff]
     else:
         message += ["actual output:", got]
-    raise Failure("\n".join(message))
+    return "\n".join(message)
 
 
 def _display(path: Path) -> str:
@@ -513,13 +533,17 @@ def _has_runnable_block(path: Path) -> bool:
 DOCUMENTS = [path for path in markdown_files() if _has_runnable_block(path)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", DOCUMENTS, ids=[_display(p) for p in DOCUMENTS])
 def test_shell_examples(path: Path, tmp_path: Path) -> None:
     try:
         skipped, results = run_document(path, tmp_path)
+        failure = None
     except (Failure, DocFormatError, TimeoutError, RuntimeError) as exc:
-        pytest.fail(str(exc), pytrace=False)
-    if not results:
+        failure = str(exc)
+    if failure is not None:  # outside the except block, so the message is shown once
+        pytest.fail(failure, pytrace=False)
+    if skipped and not results:
         pytest.skip("every runnable block is skipped: " + "; ".join(skipped))
 
 
@@ -543,7 +567,7 @@ def test_parsing_conventions() -> None:
         "```bash\n# comment\nls \\\n  -l\necho hi  # trailing\n```\n",
     )
     console, script, shell = blocks
-    assert console.setup == ["touch x"]
+    assert console.setup == [(1, "touch x")]
     assert [(c.text, c.expected) for c in console.commands] == [("echo a \\\n  b", ["a b"]), ("true", None)]
     assert script.file == "s.py" and script.runnable
     assert [c.text for c in shell.commands] == ["ls \\\n  -l", "echo hi  # trailing"]

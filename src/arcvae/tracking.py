@@ -14,7 +14,7 @@ does nothing (wandb's own exit hook still closes the run when Python exits).
 
 Key scheme
 ----------
-:func:`flatten_record` turns one record of ``train_log.jsonl`` into the flat
+:func:`flatten_record` turns one record of ``metrics.jsonl`` into the flat
 ``{key: float}`` that wandb plots; the record's ``step`` is passed to wandb as
 ``step=`` instead.
 
@@ -70,7 +70,7 @@ class Tracker(Protocol):
     """Where a training run sends its records; rank 0 only under torchrun."""
 
     def log(self, record: dict[str, Any], step: int) -> None:
-        """Log one record (a line of ``train_log.jsonl``) at global step ``step``."""
+        """Log one record (a line of ``metrics.jsonl``) at global step ``step``."""
 
     def finish(self, summary: dict[str, Any] | None = None) -> None:
         """Write the run's final ``summary`` (flattened like a record) and close the run."""

@@ -381,6 +381,7 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
         state.tracker.finish(_result_record(result, overfit=config.overfit_batch))
         shown = batch if config.overfit_batch else torch.from_numpy(val_grids[:PICTURE_GRIDS])
         save_pictures(run_dir, model, shown[:PICTURE_GRIDS], report)
+    group.barrier()  # no process leaves (and tears the group down) while rank 0 still writes
     return dataclasses.replace(result, model=model, class_weights=None if weights is None else weights.weights)
 
 
