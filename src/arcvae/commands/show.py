@@ -76,8 +76,11 @@ def summary_line(originals: np.ndarray, reconstructions: np.ndarray) -> str:
         e.g. ``pixel accuracy 93.0%, foreground accuracy 41.2%, perfect grids 1/8``
         (foreground: colours 1-9; ``-`` when the grids have none).
     """
-    hit = originals == reconstructions
-    foreground = originals != 0
-    fg = f"{hit[foreground].mean():.1%}" if foreground.any() else "-"
-    perfect = int(hit.reshape(len(hit), -1).all(axis=1).sum())
-    return f"pixel accuracy {hit.mean():.1%}, foreground accuracy {fg}, perfect grids {perfect}/{len(hit)}"
+    import torch
+
+    from ..metrics import batch_metrics
+
+    m = batch_metrics(torch.as_tensor(reconstructions).long(), torch.as_tensor(originals).long())
+    fg = "-" if m["foreground_accuracy"] is None else f"{m['foreground_accuracy']:.1%}"
+    perfect = round(m["perfect_rate"] * len(originals))
+    return f"pixel accuracy {m['pixel_accuracy']:.1%}, foreground accuracy {fg}, perfect grids {perfect}/{len(originals)}"
