@@ -608,14 +608,13 @@ def _log_step(s: _LoopState, epoch: int, beta: float, loss: torch.Tensor, recon:
               "beta": beta, "lr": s.scheduler.get_last_lr()[0], **tally.summed(s.group.sum_).summary()}  # fmt: skip
     if extra:
         record.update(extra)
-    if s.logger is not None:
-        s.logger.write(record)
-        s.tracker.log(record, step=s.step)
+    _log_record(s, record)
     return record
 
 
-def _log_epoch(s: _LoopState, record: dict[str, Any]) -> None:
-    if s.logger is not None:  # rank 0
+def _log_record(s: _LoopState, record: dict[str, Any]) -> None:
+    """Write ``record`` to metrics.jsonl and the tracker (rank 0 alone has them)."""
+    if s.logger is not None:
         s.logger.write(record)
         s.tracker.log(record, step=s.step)
 
@@ -683,7 +682,7 @@ def _overfit_loop(s: _LoopState, batch: torch.Tensor, start_epoch: int, epochs: 
                         reached = True
                         break
         done = reached or epoch + 1 == epochs
-        _log_epoch(s, {"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
+        _log_record(s, {"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
                        **{f"eval_{k}": v for k, v in final.items()}})  # fmt: skip
         _save(s, epoch + 1, finished=done, reached_target=reached, final=final)
         if reached:
@@ -740,7 +739,7 @@ def _normal_loop(s: _LoopState, train_grids: np.ndarray, val_grids: np.ndarray, 
             s.stale = 0
         elif epoch + 1 >= settled:  # patience counts only once beta has stopped moving
             s.stale += 1
-        _log_epoch(s, {"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
+        _log_record(s, {"type": "epoch", "epoch": epoch + 1, "step": s.step, "lr": s.scheduler.get_last_lr()[0],
                        **{f"val_{k}": v for k, v in final.items()}})  # fmt: skip
         report.print(f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
                      f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
