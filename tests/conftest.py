@@ -1,7 +1,21 @@
-"""Shared fixtures: the real corpus when it is there, and generated labels always."""
+"""Shared fixtures: the real corpus when it is there, and generated labels always.
+
+Isolation from the user's files happens here, when pytest loads this file,
+before any fixture of any scope runs and before any test module is imported:
+``HOME``, the XDG folders and the folders of the libraries the tests use
+(matplotlib, wandb, torch) and the temporary folder of subprocesses point
+into one temporary folder for the whole session, removed at its end, and
+every subprocess inherits that. Each test then gets its own
+cache folder on top (``_isolated_cache``). At the end of the session,
+``pytest_sessionfinish`` fails the run if anything appeared in the real
+``HOME`` (its top level, and the arcvae cache under it) while the tests ran.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +27,88 @@ settings.register_profile("dev", max_examples=30, deadline=None)
 settings.load_profile("ci")
 
 REAL_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "simplified_dataset_100k.npz"
+
+# ------------------------------------------------------- session isolation ----
+
+_REAL_HOME = Path(os.path.expanduser("~"))
+_REAL_CACHE = Path(os.environ["XDG_CACHE_HOME"]) if os.path.isabs(os.environ.get("XDG_CACHE_HOME", "")) else _REAL_HOME / ".cache"
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="classweights-tests-home-"))
+ISOLATED_ENV = {
+    "HOME": str(_SESSION_HOME),
+    "XDG_CACHE_HOME": str(_SESSION_HOME / ".cache"),
+    "XDG_CONFIG_HOME": str(_SESSION_HOME / ".config"),
+    "XDG_DATA_HOME": str(_SESSION_HOME / ".local" / "share"),
+    "XDG_STATE_HOME": str(_SESSION_HOME / ".local" / "state"),
+    "MPLCONFIGDIR": str(_SESSION_HOME / ".config" / "matplotlib"),
+    "TORCH_HOME": str(_SESSION_HOME / ".cache" / "torch"),
+    "WANDB_DIR": str(_SESSION_HOME / "wandb"),
+    "WANDB_CONFIG_DIR": str(_SESSION_HOME / ".config" / "wandb"),
+    "WANDB_CACHE_DIR": str(_SESSION_HOME / ".cache" / "wandb"),
+    "WANDB_DATA_DIR": str(_SESSION_HOME / ".local" / "share" / "wandb"),
+    "WANDB_MODE": "offline",  # never the network, whatever the user's wandb settings
+    "TMPDIR": str(_SESSION_HOME / "tmp"),  # what subprocesses leave there (torchrun, wandb) goes with the session
+}
+(_SESSION_HOME / "tmp").mkdir()
+
+
+def _snapshot(home: Path, cache: Path) -> dict[str, tuple[int, int] | None]:
+    """What the isolation guards: the names at the top of ``home`` and of ``cache``, and everything under
+    ``cache/arcvae`` with its size and time (a top-level entry's time is not kept: a shell's history file,
+    say, may change while the tests run)."""
+    seen: dict[str, tuple[int, int] | None] = {}
+    for folder in (home, cache):
+        try:
+            seen.update((entry.path, None) for entry in os.scandir(folder))
+        except OSError:
+            pass
+    for root, dirs, files in os.walk(cache / "arcvae"):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            seen[path] = (info.st_mtime_ns, info.st_size)
+    return seen
+
+
+_BEFORE = _snapshot(_REAL_HOME, _REAL_CACHE)
+os.environ.update(ISOLATED_ENV)
+# pytest-xdist runs one worker per core: one thread each keeps the cores busy without oversubscribing them
+# (set before torch is imported; a value of the user's is kept)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def changes_in_real_home(before: dict, after: dict) -> list[str]:
+    """Paths that appeared in, or changed under, the guarded places since ``before``."""
+    return sorted(path for path, stamp in after.items() if path not in before or before[path] != stamp)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests first (the executed docs, largest page first, then the other ``slow`` ones), so that they
+    start at once on the workers instead of finishing last."""
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        if item.get_closest_marker("slow") is None:
+            return (2, 0)
+        page = item.callspec.params.get("path") if hasattr(item, "callspec") else None
+        return (0, -page.stat().st_size) if isinstance(page, Path) else (1, 0)
+
+    items.sort(key=rank)  # stable: the order within each group is the file order
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    changed = changes_in_real_home(_BEFORE, _snapshot(_REAL_HOME, _REAL_CACHE))
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+    if changed:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "the tests wrote into the real HOME or cache: " + ", ".join(changed)
+        if reporter is not None:
+            reporter.write_line(f"ERROR: {message}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---------------------------------------------------------------- fixtures ----
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +138,5 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
-    """Every test gets its own cache folder: no test reads or writes the user's ~/.cache."""
+    """Every test gets its own cache folder on top of the session's isolated HOME."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
