@@ -59,6 +59,31 @@ not go unnoticed.
     unless it fails; exit code 0 required). Several ``setup`` directives run
     in order. Not run when the block is skipped.
 
+``<!-- docs-test: needs-module NAME [NAME ...] -->``
+    The block (and its ``setup``) is skipped when one of the named optional
+    packages (e.g. ``wandb``) cannot be imported.
+
+``<!-- docs-test: vary REGEX -->``
+    For a ``console`` block whose output depends on float kernels (losses
+    and accuracies of training runs differ in the last bits between CPUs,
+    and visibly after a few epochs): a line of shown or actual output that
+    ``REGEX`` finds (``re.search``) *varies*. Each run of consecutive varying
+    lines in the shown output (a line of only ``...`` between two varying
+    lines belongs to the run) matches a run of one or more varying lines in
+    the actual output, whatever their number and content; every other line is
+    compared as usual. So the page keeps real output of one machine, and the
+    test checks exactly what every machine prints the same (data, counts,
+    weights, messages, file names) and loosely what it cannot. Several
+    ``vary`` directives on one block combine (any of them makes a line vary).
+
+``<!-- docs-test: runs-in FILE [FILE ...] -->``
+    A shell block that is not run here because every one of its commands
+    runs, output checked, in one of the named Markdown files (paths from the
+    repository root): ``test_runs_in_blocks_are_run_elsewhere`` checks that
+    each command (without its trailing ``# comment``) is the text of a
+    command of a run block of one of those files. For summaries such as the
+    README's tour, which would otherwise repeat minutes of training.
+
 ``<!-- docs-test: needs-shared-corpus -->``
     The block (and its ``setup``) is skipped when
     ``../shared/data/simplified_dataset_100k.npz``, relative to the repository
@@ -85,8 +110,10 @@ carries over from one command to the next. Commands read no input
 (``/dev/null``). The environment is the test run's, with:
 
 - ``XDG_CACHE_HOME=<sandbox>/cache`` and ``HOME=<sandbox>/home`` (both
-  created empty), ``COLUMNS=100``, ``TERM=dumb``, ``NO_COLOR=1``,
-  ``LC_ALL=C.UTF-8`` and ``PYTHONIOENCODING=utf-8``;
+  created empty; no other ``XDG_*``, ``WANDB_*``, ``MPLCONFIGDIR`` or
+  ``TORCH_HOME``, so those folders are under that ``HOME``),
+  ``COLUMNS=100``, ``TERM=dumb``, ``NO_COLOR=1``, ``LC_ALL=C.UTF-8`` and
+  ``PYTHONIOENCODING=utf-8``;
 - ``PATH`` starting with the folder of the running Python, so ``python``,
   ``arcvae`` and ``torchrun`` are those of this environment, and
   ``PYTHONPATH`` starting with the repository's ``src``;
@@ -103,7 +130,13 @@ Writing examples that pass
 --------------------------
 - Replace what varies between runs or machines (timings, dates, run folders
   named after the clock, absolute paths, speeds) with ``...``; keep what is
-  deterministic (counts, weights, seeded accuracies on a CPU).
+  deterministic (counts, weights, parameter counts, messages, file lists).
+- The losses and accuracies of a training run are deterministic on one CPU
+  only: another CPU (or ``ATEN_CPU_CAPABILITY=default``, which CI sets)
+  differs in the last bits from the first steps on, and visibly after a few
+  epochs. Show them as captured, and declare their lines with ``vary``; a
+  qualitative outcome that holds on every CPU (a run that collapses to
+  black and stays there) may be shown exactly.
 - A usage error (exit code 2) prints a boxed ``Error`` message, not
   ``error:``; show its code with ``$ arcvae ... || echo "exit code $?"``.
 - A command started in the background (``&``) must have its output
@@ -119,6 +152,7 @@ output in ``console`` form (and, on stderr, its exit code and duration)::
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 import re
 import shlex
@@ -136,7 +170,7 @@ SHARED_CORPUS = (REPO / ".." / "shared" / "data" / "simplified_dataset_100k.npz"
 COMMAND_TIMEOUT = 300.0
 SHELL_LANGUAGES = {"bash", "sh"}
 RUNNABLE_LANGUAGES = SHELL_LANGUAGES | {"console"}
-DIRECTIVES = {"file", "skip", "setup", "needs-shared-corpus"}
+DIRECTIVES = {"file", "skip", "setup", "needs-shared-corpus", "needs-module", "vary", "runs-in"}
 ELLIPSIS = "..."
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*?)[ \t]*$")
@@ -163,11 +197,18 @@ class Block:
     skip: str | None = None
     setup: list[tuple[int, str]] = field(default_factory=list)  # (line of the directive, command)
     needs_shared_corpus: bool = False
+    needs_modules: list[str] = field(default_factory=list)  # optional packages the block needs
+    vary: list[str] = field(default_factory=list)  # regexes of lines whose content depends on float kernels
+    runs_in: list[str] = field(default_factory=list)  # files whose run blocks hold every command of this block
     commands: list[Command] = field(default_factory=list)
 
     @property
     def runnable(self) -> bool:
         return self.language in RUNNABLE_LANGUAGES or self.file is not None
+
+    @property
+    def varying(self) -> re.Pattern[str] | None:
+        return re.compile("|".join(f"(?:{pattern})" for pattern in self.vary)) if self.vary else None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -232,6 +273,21 @@ def _apply_directives(block: Block, directives: list[tuple[int, str, str]], name
             block.skip = arg
         elif directive == "setup":
             block.setup.append((line, arg))
+        elif directive == "needs-module":
+            block.needs_modules += arg.split()
+        elif directive == "vary":
+            if block.language != "console":
+                raise DocFormatError(f"{where}: docs-test vary applies to a console block, not to a {block.language or 'plain'} block")
+            try:
+                re.compile(arg)
+            except re.error as exc:
+                raise DocFormatError(f"{where}: docs-test vary needs a regular expression, got {arg!r} ({exc})") from None
+            block.vary.append(arg)
+        elif directive == "runs-in":
+            if block.language not in SHELL_LANGUAGES:
+                raise DocFormatError(f"{where}: docs-test runs-in applies to a bash or sh block, not to a {block.language or 'plain'} block")
+            block.runs_in = arg.split()
+            block.skip = "every command runs, output checked, in " + ", ".join(block.runs_in)
         elif directive == "file":
             if block.language in RUNNABLE_LANGUAGES:
                 raise DocFormatError(f"{where}: docs-test file cannot apply to a {block.language} block")
@@ -297,8 +353,38 @@ def normalize(text: str) -> str:
     return "\n".join(lines)
 
 
-def output_matches(expected: str, actual: str) -> bool:
-    """doctest-like: ``...`` matches any text (a line of only ``...`` also matches zero lines)."""
+_VARIES = "\x00varies\x00"  # what a run of varying lines becomes before matching
+
+
+def collapse_varying(text: str, varying: re.Pattern[str] | None) -> str:
+    """``text`` (normalized) with each run of lines that ``varying`` finds replaced by one marker line.
+
+    A line of only ``...`` between two varying lines is part of the run.
+    """
+    lines = normalize(text).split("\n")
+    if varying is None:
+        return "\n".join(lines)
+    kinds = ["vary" if varying.search(line) else "ellipsis" if line.strip() == ELLIPSIS else "other" for line in lines]
+    out: list[str] = []
+    for index, (line, kind) in enumerate(zip(lines, kinds)):
+        if kind == "ellipsis" and out and out[-1] == _VARIES:
+            following = next((k for k in kinds[index + 1 :] if k != "ellipsis"), "other")
+            if following == "vary":
+                continue  # inside a run: absorbed
+        if kind != "vary":
+            out.append(line)
+        elif not out or out[-1] != _VARIES:
+            out.append(_VARIES)
+    return "\n".join(out)
+
+
+def output_matches(expected: str, actual: str, varying: re.Pattern[str] | None = None) -> bool:
+    """doctest-like: ``...`` matches any text (a line of only ``...`` also matches zero lines).
+
+    With ``varying``, runs of lines it finds are compared by position only (see ``collapse_varying``).
+    """
+    if varying is not None:
+        expected, actual = collapse_varying(expected, varying), collapse_varying(actual, varying)
     lines = normalize(expected).split("\n")
     pieces: list[str] = []  # the text between standalone "..." lines
     current: list[str] = []
@@ -406,8 +492,10 @@ def _read(path: Path) -> str:
 def sandbox_env(sandbox: Path) -> dict[str, str]:
     env = dict(os.environ)
     for name in ("BASH_ENV", "ENV", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
-                 "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SHARED_CORPUS", "PYTEST_CURRENT_TEST"):  # fmt: skip
+                 "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SHARED_CORPUS", "PYTEST_CURRENT_TEST", "MPLCONFIGDIR", "TORCH_HOME"):  # fmt: skip
         env.pop(name, None)
+    for name in [name for name in env if name.startswith(("XDG_", "WANDB_"))]:  # as a user has them: under HOME
+        env.pop(name)
     bindir = str(Path(sys.executable).parent)
     env.update(
         XDG_CACHE_HOME=str(sandbox / "cache"),
@@ -460,6 +548,10 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
             if block.needs_shared_corpus and not SHARED_CORPUS.exists():
                 skipped.append(f"{name}:{block.line}: needs {SHARED_CORPUS}, which is absent")
                 continue
+            missing = [module for module in block.needs_modules if importlib.util.find_spec(module) is None]
+            if missing:
+                skipped.append(f"{name}:{block.line}: needs the optional package(s) {', '.join(missing)}, not installed")
+                continue
             for line, setup in block.setup:
                 result = session.run(setup)
                 if result.returncode != 0 and not echo:
@@ -476,7 +568,7 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
                     print(f"$ {command.text}\n{result.output}", end="" if result.output.endswith("\n") or not result.output else "\n")
                     print(f"[exit code {result.returncode}, {result.seconds:.1f} s]", file=sys.stderr, flush=True)
                     continue
-                problem = _check(name, command, result)
+                problem = _check(name, command, result, block.varying)
                 if problem:
                     failures.append(problem)
     finally:
@@ -486,7 +578,7 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
     return skipped, results
 
 
-def _check(name: str, command: Command, result: Result) -> str | None:
+def _check(name: str, command: Command, result: Result, varying: re.Pattern[str] | None = None) -> str | None:
     """``None`` if ``result`` is what ``command`` shows, else the failure message."""
     expected = None if command.expected is None else "\n".join(command.expected)
     wants_error = expected is not None and "error:" in expected
@@ -495,15 +587,19 @@ def _check(name: str, command: Command, result: Result) -> str | None:
         problems.append("the shown output contains 'error:', so a non-zero exit code was expected, but it was 0")
     elif not wants_error and result.returncode != 0:
         problems.append(f"exit code {result.returncode}, expected 0")
-    if expected is not None and not output_matches(expected, result.output):
+    if expected is not None and not output_matches(expected, result.output, varying):
         problems.append("the output does not match")
     if not problems:
         return None
     want, got = normalize(expected or ""), normalize(result.output)
     message = [f"{name}:{command.line}: {'; '.join(problems)}", "", "command:", f"$ {command.text}", ""]
     if expected is not None:
+        note = "lines with '...' in the expected output match any text"
+        if varying is not None:  # the diff of what is compared: each run of varying lines as one marker
+            want, got = (collapse_varying(text, varying).replace(_VARIES, "<lines that vary>") for text in (want, got))
+            note += f"; runs of lines that vary (docs-test vary {varying.pattern!r}) are shown as one marker"
         diff = difflib.unified_diff(want.split("\n"), got.split("\n"), "expected", "actual", lineterm="", n=2)
-        message += ["expected:", want, "", "actual:", got, "", "diff (lines with '...' in the expected output match any text):", *diff]
+        message += ["expected:", want, "", "actual:", got, "", f"diff ({note}):", *diff]
     else:
         message += ["actual output:", got]
     return "\n".join(message)
@@ -547,6 +643,31 @@ def test_shell_examples(path: Path, tmp_path: Path) -> None:
         pytest.skip("every runnable block is skipped: " + "; ".join(skipped))
 
 
+def _tokens(command: str) -> list[str]:
+    return shlex.split(command.replace("\\\n", " "), comments=True)
+
+
+def test_runs_in_blocks_are_run_elsewhere() -> None:
+    """Every command of a ``runs-in`` block is a command of a run (not skipped) block of a file it names."""
+    problems = []
+    for path in markdown_files():
+        for block in parse_markdown(path.read_text(encoding="utf-8"), _display(path)):
+            if not block.runs_in:
+                continue
+            run_elsewhere: set[tuple[str, ...]] = set()
+            for other in block.runs_in:
+                target = REPO / other
+                if not target.is_file():
+                    problems.append(f"{_display(path)}:{block.line}: runs-in names {other!r}, which is not a file")
+                    continue
+                for candidate in parse_markdown(target.read_text(encoding="utf-8"), other):
+                    if candidate.runnable and candidate.skip is None:
+                        run_elsewhere.update(tuple(_tokens(command.text)) for command in candidate.commands)
+            problems += [f"{_display(path)}:{command.line}: not run in {' or '.join(block.runs_in)}: {command.text}"
+                         for command in block.commands if tuple(_tokens(command.text)) not in run_elsewhere]  # fmt: skip
+    assert not problems, "\n".join(problems)
+
+
 def test_output_matching() -> None:
     assert output_matches("a\n...\nb", "a\nb")
     assert output_matches("a\n...\nb", "a\nx\ny\nb  \n\n")
@@ -558,6 +679,18 @@ def test_output_matching() -> None:
     assert output_matches("x ... y ... z", "x 1 y 2 z")
     assert not output_matches("a\nb", "a\nb\nc")
     assert not output_matches(" a", "a")
+
+
+def test_varying_lines_match_by_position() -> None:
+    epochs = re.compile(r"^Epoch |^  acc=")
+    shown = "start\nEpoch 1 loss=0.3\n  acc=0.1\n...\nEpoch 5 loss=0.1\n\ndone (...)"
+    assert output_matches(shown, "start\nEpoch 1 loss=0.29\nEpoch 2 loss=0.2\n\ndone (95.1%)", epochs)
+    assert output_matches(shown, "start\nEpoch 1 loss=0.29\n\ndone (x)", epochs)  # any number of lines in the run
+    assert not output_matches(shown, "start\n\ndone (x)", epochs)  # but at least one
+    assert not output_matches(shown, "start\nEpoch 1\nwarning: NaN\nEpoch 2\n\ndone (x)", epochs)  # other lines stay exact
+    assert not output_matches(shown, "begin\nEpoch 1\n\ndone (x)", epochs)
+    assert not output_matches(shown, "start\nEpoch 1 loss=0.29\n\ndone (95.1%)")  # without the directive: exact
+    assert collapse_varying("a\n...\nEpoch 1\n...\nEpoch 2\n...\nb", epochs) == f"a\n...\n{_VARIES}\n...\nb"
 
 
 def test_parsing_conventions() -> None:
@@ -572,7 +705,9 @@ def test_parsing_conventions() -> None:
     assert script.file == "s.py" and script.runnable
     assert [c.text for c in shell.commands] == ["ls \\\n  -l", "echo hi  # trailing"]
     for bad in ("<!-- docs-test: skip -->\n```bash\nx\n```\n", "<!-- docs-test: file a.py -->\ntext\n```python\n```\n",
-                "<!-- docs-test: skipp why -->\n```bash\nx\n```\n", "```console\nstray\n$ x\n```\n"):  # fmt: skip
+                "<!-- docs-test: skipp why -->\n```bash\nx\n```\n", "```console\nstray\n$ x\n```\n",
+                "<!-- docs-test: vary ( -->\n```console\n$ x\n```\n", "<!-- docs-test: vary x -->\n```bash\nx\n```\n",
+                "<!-- docs-test: runs-in a.md -->\n```console\n$ x\n```\n"):  # fmt: skip
         with pytest.raises(DocFormatError):
             parse_markdown(bad)
 
