@@ -21,21 +21,6 @@ def quiet() -> tuple[Reporter, io.StringIO]:
     return Reporter(Console(file=buffer, width=200, soft_wrap=True)), buffer
 
 
-def interrupted_after_first_epoch(config: TrainConfig, monkeypatch) -> None:
-    """Run ``config`` but stop it (as Ctrl-C would) right after the first checkpoint."""
-    real_save = trainer._save
-
-    def crash(state, epoch, name="last.pt", **kwargs):
-        real_save(state, epoch, name, **kwargs)
-        if epoch == 1 and name == "last.pt":
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer, "_save", crash)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(config, quiet()[0])
-    monkeypatch.setattr(trainer, "_save", real_save)
-
-
 def records(run_dir, kind):
     return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["type"] == kind]
 
@@ -68,6 +53,20 @@ def test_without_class_weights_the_batch_collapses_towards_black(tiny_corpus, tm
     assert result.final["foreground_accuracy"] < 0.5
 
 
+def test_counting_progress_is_the_same_whatever_the_number_of_threads(tiny_corpus, tmp_path):
+    lines = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)  # the counting pool's size, and so its chunks, follow it
+            report, out = quiet()
+            trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / f"t{n}"), overfit_batch=True, quick_test=True, epochs=1), report)
+            lines.append([line for line in out.getvalue().splitlines() if "samples..." in line])
+    finally:
+        torch.set_num_threads(threads)
+    assert lines[0] == lines[1] == ["Computing class weights from 1600 samples..."] + [f"  Processed {200 * k}/1600 samples..." for k in range(1, 9)]
+
+
 def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
     report, out = quiet()
     result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, batch_size=64, log_every_n_steps=5), report)
@@ -86,21 +85,6 @@ def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "weights_fingerprint"} <= set(state)
     assert state["epoch"] == 3 and "[Val] Per-class accuracy" in out.getvalue()
-
-
-def test_resume_continues_exactly_where_it_stopped(tiny_corpus, tmp_path, monkeypatch):
-    config = dict(data=str(tiny_corpus), quick_test=True, batch_size=64, log_every_n_steps=5, seed=3)
-    trainer.train(TrainConfig(out=str(tmp_path / "straight"), **config), quiet()[0])
-
-    interrupted_after_first_epoch(TrainConfig(out=str(tmp_path / "resumed"), **config), monkeypatch)
-    report, out = quiet()
-    trainer.train(TrainConfig(), report, resume=tmp_path / "resumed")
-    assert "[RESUME]" in out.getvalue()
-    straight, resumed = records(tmp_path / "straight", "epoch"), records(tmp_path / "resumed", "epoch")
-    assert [r["epoch"] for r in resumed] == [1, 2, 3]
-    for a, b in zip(straight, resumed):
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
-        assert a["val_per_class_accuracy"] == pytest.approx(b["val_per_class_accuracy"])
 
 
 def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):

@@ -454,16 +454,18 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
     overfit = config.overfit_batch
     report.section("[OVERFIT MODE] Computing class weights from FULL dataset..." if overfit else "Computing class weights...")
     report.print(f"Loading full dataset for class weight computation... ({data_path})")
-    step = max(1, len(train_grids) // 8)
-    reported: list[int] = []  # sample counts already printed
+    total = len(train_grids)
+    # One line per eighth of the split, as soon as the count has passed it: the same lines whatever the number of
+    # threads, which decides how the counting is chunked (and so when it calls back).
+    milestones = sorted({total * k // 8 for k in range(1, 9)} - {0})
+    started: list[bool] = []
 
-    def progress(done: int, total: int | None) -> None:  # called only when the weights are counted
-        if not reported:
-            report.print(f"Computing class weights from {len(train_grids)} samples...")
-            reported.append(0)
-        if done - reported[-1] >= step or done == total:
-            report.print(f"  Processed {done}/{total} samples...")
-            reported.append(done)
+    def progress(done: int, _total: int | None) -> None:  # called only when the weights are counted
+        if not started:
+            report.print(f"Computing class weights from {total} samples...")
+            started.append(True)
+        while milestones and milestones[0] <= done:
+            report.print(f"  Processed {milestones.pop(0)}/{total} samples...")
 
     result = resolve_class_weights(
         train_grids, key="train", num_classes=config.num_colors, method=config.weights_method,
