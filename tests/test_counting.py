@@ -321,6 +321,8 @@ def byte_arrays(draw):
 )
 def test_one_byte_fast_path_is_exact_or_reports_the_first_bad_label(values, num_classes, signed, ignore, chunk_size):
     labels = values.view(np.int8) if signed else values
+    if chunk_size is not None:  # tiny chunks on small arrays; at most ~200 chunks on large ones (for speed)
+        chunk_size = max(chunk_size, values.size // 200)
     for source in (labels, torch.from_numpy(labels), torch.from_numpy(labels).reshape(-1)[1:]):
         flat = np.asarray(source).reshape(-1).astype(np.int64)
         source_bad = ((flat < 0) | (flat >= num_classes)) & (flat != (ignore if ignore is not None else 10**9))

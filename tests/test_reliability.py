@@ -403,18 +403,25 @@ def test_p4_sigkill_mid_write_leaves_a_complete_file(tmp_path):
 def test_p5_eight_processes_caching_the_same_weights(tmp_path):
     path = labels_file(tmp_path, n=3000)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    start = time.time() + 6  # every process computes and writes at (nearly) the same moment
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    # every process imports everything, then waits for the others, so all compute and write at (nearly) the same moment
     code = textwrap.dedent(
         f"""
-        import sys, time
+        import pathlib, sys, time
         from typer.testing import CliRunner
         from arcvae.cli import app
-        time.sleep(max(0.0, {start} - time.time()))
+        import arcvae.weights, classweights
+        barrier = pathlib.Path({str(barrier)!r})
+        (barrier / sys.argv[1]).touch()
+        deadline = time.time() + 100
+        while len(list(barrier.iterdir())) < 8 and time.time() < deadline:
+            time.sleep(0.005)
         result = CliRunner().invoke(app, ["weights", "compute", {str(path)!r}, "--json"])
         sys.stdout.write(result.stdout); sys.stderr.write(result.stderr); sys.exit(result.exit_code)
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for _ in range(8)]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for i in range(8)]
     outputs = [p.communicate(timeout=120) for p in procs]
     expected = reference_weights(path)
     for proc, (out, err) in zip(procs, outputs):

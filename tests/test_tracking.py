@@ -267,7 +267,7 @@ def test_a_failing_init_is_an_arcvae_error(fake_wandb, tmp_path):
 @pytest.fixture
 def offline_wandb(tmp_path, monkeypatch):
     """The real wandb in offline mode, its files under tmp_path."""
-    wandb = pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb", reason='the optional wandb package is not installed: pip install -e ".[test,wandb]"')
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
