@@ -46,6 +46,14 @@ def main() -> None:
     trainer._save = real_save
     save_state(trainer.train(TrainConfig(), resume=folder / "resumed"), folder / f"resumed-rank{rank}.pt")
 
+    # What the exit handler does: afterwards no thread of the process group may be left to outlive Python
+    from arcvae import distributed
+
+    distributed._destroy()
+    tasks = Path("/proc/self/task")
+    names = sorted((t / "comm").read_text().strip() for t in tasks.iterdir()) if tasks.is_dir() else None
+    (folder / f"threads-rank{rank}.json").write_text(__import__("json").dumps(names))
+
 
 if __name__ == "__main__":
     main()

@@ -164,6 +164,9 @@ def test_ddp_ranks_end_identical_and_resume_step_for_step(tiny_data, tmp_path):
     assert straight == resumed and len(straight) > 5  # the resumed DDP run logs the same numbers, step for step
     weights = classweights.compute_class_weights(np.load(tiny_data)["train"], 10)
     assert torch.allclose(a["weights"], weights)
+    for rank in range(2):  # the group is really gone once destroyed: no gloo thread is left to abort the exit
+        threads = json.loads((tmp_path / f"threads-rank{rank}.json").read_text())
+        assert threads is None or not [name for name in threads if "gloo" in name], threads
 
 
 @pytest.mark.slow

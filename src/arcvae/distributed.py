@@ -122,6 +122,12 @@ def setup(device: str) -> tuple[Dist, torch.device | None]:
     else:
         target, backend = torch.device("cpu"), "gloo"
     if not dist.is_initialized():
+        # Imported once the group exists (torch.optim does it, through torch._dynamo), torch.distributed.nn would
+        # capture the default group in its functions' default arguments and keep it alive after
+        # destroy_process_group(): its gloo threads would then outlive Python and abort the process at exit when
+        # one of them still frees a tensor. Imported first, it captures nothing.
+        import torch.distributed.nn as _dist_nn  # noqa: F401
+
         dist.init_process_group(backend)
         # Kept for the life of the process (several runs may share it: a group cannot
         # always be re-created under the same rendezvous), and closed on exit.
