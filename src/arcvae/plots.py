@@ -71,26 +71,44 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     if originals.shape != reconstructions.shape or originals.ndim != 3 or len(originals) == 0:
         raise ArcvaeError(f"Expected originals and reconstructions of the same shape [n, H, W] with n >= 1, "
                           f"but got {originals.shape} and {reconstructions.shape}")  # fmt: skip
-    from matplotlib.colors import ListedColormap
-
+    # The grids are painted into one pixel array, shown 1:1 on the figure: one image and a few labels to render
+    # instead of two axes per grid, which is most of the time a picture takes.
     n = len(originals)
-    width, height = 0.5 + 1.25 * n, 2.75  # inches; exact in binary, so the pixel size is exact too
-    fig = _new_figure(width, height)
-    fig.subplots_adjust(left=0.5 / width, right=1 - 0.05 / width, bottom=0.1 / height, top=1 - 0.55 / height, wspace=0.1, hspace=0.1)
-    axes = fig.subplots(2, n, squeeze=False)
-    cmap = ListedColormap(list(ARC_PALETTE))
+    width, height = 50 + 125 * n, 275  # pixels, at DPI
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    fig = _new_figure(width / DPI, height / DPI)
     for i in range(n):
-        for row, grid in enumerate((originals[i], reconstructions[i])):
-            ax = axes[row, i]
-            ax.imshow(grid, cmap=cmap, vmin=0, vmax=9, interpolation="nearest")
-            _cell_lines(ax, grid.shape)
+        for top, grid in ((_GRID_TOP, originals[i]), (_GRID_TOP + _GRID_BOX + _ROW_GAP, reconstructions[i])):
+            block = _grid_pixels(grid)
+            y, x = top + (_GRID_BOX - block.shape[0]) // 2, 50 + 125 * i + (125 - block.shape[1]) // 2
+            canvas[y : y + block.shape[0], x : x + block.shape[1]] = block
         wrong = int((originals[i] != reconstructions[i]).sum())
-        axes[0, i].set_title(f"#{i} perfect" if wrong == 0 else f"#{i} {wrong} wrong", fontsize=8, color=_PERFECT if wrong == 0 else _WRONG)
-    axes[0, 0].set_ylabel("original", fontsize=9)
-    axes[1, 0].set_ylabel("reconstruction", fontsize=9)
+        fig.text((50 + 125 * i + 62.5) / width, 1 - (_GRID_TOP - 6) / height, f"#{i} perfect" if wrong == 0 else f"#{i} {wrong} wrong",
+                 fontsize=8, color=_PERFECT if wrong == 0 else _WRONG, ha="center", va="bottom")  # fmt: skip
+    fig.figimage(canvas, 0, 0, origin="upper")
+    for row, label in enumerate(("original", "reconstruction")):
+        centre = _GRID_TOP + _GRID_BOX / 2 + row * (_GRID_BOX + _ROW_GAP)
+        fig.text(30 / width, 1 - centre / height, label, fontsize=9, rotation=90, ha="center", va="center")
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.text(0.5, 1 - 14 / height, title, fontsize=10, ha="center", va="center")
     _save(fig, path)
+
+
+_GRID_TOP, _GRID_BOX, _ROW_GAP = 55, 96, 12  # pixels: top of the first row of grids, the square each grid fits in, gap
+_LINE = np.array([0x33, 0x33, 0x33], np.uint8)  # the thin lines between cells
+_RGB = np.array([[int(c[k : k + 2], 16) for k in (1, 3, 5)] for c in ARC_PALETTE], np.uint8)
+
+
+def _grid_pixels(grid: np.ndarray) -> np.ndarray:
+    """``grid`` ``[H, W]`` (colours 0-9) as RGB pixels ``[h, w, 3]``: square cells, 1-pixel lines between them when cells are large enough."""
+    pitch = max(1, _GRID_BOX // max(grid.shape))
+    cells = _RGB[np.clip(grid.astype(np.int64), 0, 9)]
+    block = np.repeat(np.repeat(cells, pitch, axis=0), pitch, axis=1)
+    if pitch >= 4:
+        block[pitch - 1 :: pitch] = _LINE
+        block[:, pitch - 1 :: pitch] = _LINE
+        block = block[:-1, :-1]  # no line after the last row and column
+    return block
 
 
 def save_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> None:
@@ -181,15 +199,6 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def _cell_lines(ax: Axes, shape: tuple[int, ...]) -> None:
-    """Thin grey lines between the cells of an ``imshow`` grid; no ticks."""
-    rows, cols = shape
-    ax.vlines(np.arange(0.5, cols - 1), -0.5, rows - 0.5, colors="#555555", linewidth=0.3)
-    ax.hlines(np.arange(0.5, rows - 1), -0.5, cols - 0.5, colors="#555555", linewidth=0.3)
-    ax.set_xticks([])
-    ax.set_yticks([])
 
 
 def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[Any]]:
