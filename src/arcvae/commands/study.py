@@ -47,7 +47,8 @@ def overfit(
     data_path = resolve_data_path(TrainConfig(data=None if data is None else str(data)), Reporter(console)).resolve()
     seed_list = [42 + k for k in range(seeds)]
     total = len(arms) * len(seed_list)
-    console.print(f"[STUDY] {len(arms)} arms x {len(seed_list)} seeds = {total} overfit runs of at most {epochs} epochs on {data_path}")
+    console.print(f"[STUDY] {_count(len(arms), 'arm')} x {_count(len(seed_list), 'seed')} = {_count(total, 'overfit run')} "
+                  f"of at most {_count(epochs, 'epoch')} on {data_path}")  # fmt: skip
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -57,6 +58,11 @@ def overfit(
                            progress=lambda run: bar.advance(task))  # fmt: skip
     print_study(record, console)
     console.print(f"[STUDY] {folder / 'study.json'}  {folder / 'study.png'}  ({record['seconds']:.0f} s, {record['jobs']} at a time)")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 seed``, ``3 seeds``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def print_study(record: dict, console) -> None:  # type: ignore[no-untyped-def]
@@ -74,7 +80,8 @@ def print_study(record: dict, console) -> None:  # type: ignore[no-untyped-def]
                           format_value(run["final_foreground_accuracy"]), format_value(run["min_class_accuracy"]), "yes" if run["collapsed"] else "no",
                           "yes" if run["ended_black"] else "no")  # fmt: skip
         console.print(table)
-    summary = Table(title=f"Overfit study: target pixel accuracy {record['target_accuracy']:.0%}, at most {record['epochs']} epochs", title_justify="left")
+    summary = Table(title=f"Overfit study: target pixel accuracy {record['target_accuracy']:.0%}, at most {_count(record['epochs'], 'epoch')}",
+                    title_justify="left")  # fmt: skip
     for column in ("arm", "reached target", "median epochs to target", "median pixel acc", "median fg acc", "min class acc",
                    "collapsed to black", "ended black"):  # fmt: skip
         summary.add_column(column, justify="right" if column != "arm" else "left")
