@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under torchrun: DDP training, straight and interrupted + resumed.
 
-argv: corpus path, output folder, mode ("overfit" or "normal"), optional device (default cpu). Each rank saves
-its final model parameters and class weights to ``<folder>/<run>-rank<r>.pt``.
+argv: corpus path, output folder, modes ("overfit", "normal" or both, comma-separated), optional device
+(default cpu). For each mode, each rank saves its final model parameters and class weights to
+``<folder>/<mode>/<run>-rank<r>.pt``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ def save_state(result: trainer.RunResult, path: Path) -> None:
 
 
 def main() -> None:
-    corpus, folder, mode = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    rank = int(__import__("os").environ["RANK"])
+    corpus, root, modes = sys.argv[1], Path(sys.argv[2]), sys.argv[3].split(",")
     device = sys.argv[4] if len(sys.argv) > 4 else "cpu"
+    for mode in modes:
+        straight_and_resumed(corpus, root / mode, mode, device)
+    stop_the_group(root)
+
+
+def straight_and_resumed(corpus: str, folder: Path, mode: str, device: str) -> None:
+    rank = int(__import__("os").environ["RANK"])
     options = dict(data=corpus, quick_test=True, seed=11, log_every_n_steps=3, device=device)
     if mode == "overfit":
         options.update(overfit_batch=True, target_accuracy=1.0)
@@ -46,8 +53,12 @@ def main() -> None:
     trainer._save = real_save
     save_state(trainer.train(TrainConfig(), resume=folder / "resumed"), folder / f"resumed-rank{rank}.pt")
 
-    # What the exit handler does: afterwards no thread of the process group may be left to outlive Python
+
+def stop_the_group(folder: Path) -> None:
+    """What the exit handler does: afterwards no thread of the process group may be left to outlive Python."""
     from arcvae import distributed
+
+    rank = int(__import__("os").environ["RANK"])
 
     distributed._destroy()
     tasks = Path("/proc/self/task")

@@ -180,32 +180,6 @@ def test_train_overfit_quick_test_end_to_end(tiny_corpus, tmp_path):
     assert (tmp_path / "run" / "class_weights.json").exists()
 
 
-def test_train_warns_without_class_weights(tiny_corpus, tmp_path):
-    result = run("train", "--overfit-batch", "--quick-test", "--no-class-weights", "--data", tiny_corpus, "--out", tmp_path / "run")
-    assert result.exit_code == 0 and "[WARNING] --overfit-batch without class weights" in result.stdout
-
-
-def test_default_corpus_is_generated_in_the_cache_once(tmp_path, monkeypatch):
-    from arcvae import data
-
-    monkeypatch.setattr(data, "generate_corpus", lambda n, seed, progress=None: _tiny(progress))
-    result = run("train", "--overfit-batch", "--quick-test", "--out", tmp_path / "run")
-    assert result.exit_code == 0, result.output
-    assert "generating it at" in result.stdout and data.default_corpus_path().exists()
-    again = run("train", "--overfit-batch", "--quick-test", "--out", tmp_path / "run2")
-    assert "using the default corpus at" in again.stdout
-
-
-def _tiny(progress):
-
-    rng = np.random.default_rng(0)
-    grids = np.zeros((100, 16, 16), np.uint8)
-    grids[:, 4:8, 4:8] = rng.integers(1, 10, size=(100, 1, 1))
-    if progress:
-        progress(100_000, 100_000)
-    return {"train": grids[:80], "val": grids[80:90], "test": grids[90:]}
-
-
 def test_written_npz_is_a_zip_with_three_members(tiny_corpus):
     with zipfile.ZipFile(tiny_corpus) as archive:
         assert sorted(archive.namelist()) == ["test.npy", "train.npy", "val.npy"]

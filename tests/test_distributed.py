@@ -152,18 +152,19 @@ def test_torchrun_overfit_quick_test_prints_once_and_writes_one_run(tiny_data, t
 
 @pytest.mark.slow
 def test_ddp_ranks_end_identical_and_resume_step_for_step(tiny_data, tmp_path):
-    # overfit mode, which splits one batch between the ranks; normal mode's DDP resume is the example of
-    # docs/distributed.md (metrics.jsonl compared with an uninterrupted run, parameters identical on both ranks)
-    result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit")
+    # both modes in one launch: overfit mode splits one batch between the ranks, normal mode shards every batch
+    result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit,normal")
     assert result.returncode == 0, result.stderr[-3000:]
-    for run in ("straight", "resumed"):
-        a, b = (torch.load(tmp_path / f"{run}-rank{r}.pt", weights_only=True) for r in range(2))
-        assert torch.equal(a["weights"], b["weights"])
-        assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), run
-    straight, resumed = ((tmp_path / r / "metrics.jsonl").read_text().splitlines() for r in ("straight", "resumed"))
-    assert straight == resumed and len(straight) > 5  # the resumed DDP run logs the same numbers, step for step
     weights = classweights.compute_class_weights(np.load(tiny_data)["train"], 10)
-    assert torch.allclose(a["weights"], weights)
+    for mode in ("overfit", "normal"):
+        folder = tmp_path / mode
+        for run in ("straight", "resumed"):
+            a, b = (torch.load(folder / f"{run}-rank{r}.pt", weights_only=True) for r in range(2))
+            assert torch.equal(a["weights"], b["weights"])
+            assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), (mode, run)
+        straight, resumed = ((folder / r / "metrics.jsonl").read_text().splitlines() for r in ("straight", "resumed"))
+        assert straight == resumed and len(straight) > 5, mode  # the resumed DDP run logs the same numbers, step for step
+        assert torch.allclose(a["weights"], weights)
     for rank in range(2):  # the group is really gone once destroyed: no gloo thread is left to abort the exit
         threads = json.loads((tmp_path / f"threads-rank{rank}.json").read_text())
         assert threads is None or not [name for name in threads if "gloo" in name], threads
@@ -182,5 +183,5 @@ def test_torchrun_bad_data_is_one_error_line(tmp_path):
 def test_nccl_two_gpus_train_identically(tiny_data, tmp_path):
     result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit", "cuda")
     assert result.returncode == 0, result.stderr[-3000:]
-    a, b = (torch.load(tmp_path / f"straight-rank{r}.pt", weights_only=True) for r in range(2))
+    a, b = (torch.load(tmp_path / "overfit" / f"straight-rank{r}.pt", weights_only=True) for r in range(2))
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -525,13 +526,25 @@ def one_line_error(result, fragments) -> str:
     return lines[0]
 
 
+@pytest.fixture(scope="module")
+def existing_state(tiny_corpus, tmp_path_factory) -> Path:
+    """A folder holding what bad input must never touch: a cache (weights and digest notes), a weights file
+    and a finished run. Made once; each test works on its own copy."""
+    folder = tmp_path_factory.mktemp("existing-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder / "xdg-cache"))  # the per-test cache folder, relative to tmp_path
+        patch.setattr(arc_weights, "_QUIET_NS", -1)
+        assert compute(labels_file(folder)).exit_code == 0
+        assert run("weights", "compute", tiny_corpus, "--out", folder / "weights.json").exit_code == 0
+        assert run("train", "--overfit-batch", "--quick-test", "--epochs", "1", "--data", tiny_corpus, "--out", folder / "run").exit_code == 0
+    return folder
+
+
 @pytest.mark.parametrize(("name", "content", "compute_fragments", "train_fragments"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_p7_bad_input_is_one_line_and_touches_nothing(tiny_corpus, tmp_path, name, content, compute_fragments, train_fragments, no_quiet_period):
-    # existing state that must survive: a cache, a weights file, a run folder
-    assert compute(labels_file(tmp_path)).exit_code == 0
+def test_p7_bad_input_is_one_line_and_touches_nothing(existing_state, tmp_path, name, content, compute_fragments, train_fragments, no_quiet_period):
+    shutil.copytree(existing_state, tmp_path, dirs_exist_ok=True)
+    assert cached_weight_files() and (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     out = tmp_path / "weights.json"
-    assert run("weights", "compute", tiny_corpus, "--out", out).exit_code == 0
-    assert run("train", "--overfit-batch", "--quick-test", "--epochs", "1", "--data", tiny_corpus, "--out", tmp_path / "run").exit_code == 0
     bad = write_bad(tmp_path, content)
     before = snapshot(cache_root(), tmp_path)
 
