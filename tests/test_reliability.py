@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import classweights
-from arcvae import trainer
+from arcvae import checkpoints, trainer
 from arcvae import weights as arc_weights
 from arcvae.cli import app
 from arcvae.config import TrainConfig
@@ -208,13 +208,13 @@ def test_p2_a_planted_checkpoint_never_runs(tmp_path, kind):
     marker = tmp_path / "marker"
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     path = tmp_path / "run" / "checkpoints" / "last.pt"
-    payload = {"version": trainer.CHECKPOINT_VERSION, "model": Planted(marker)}
+    payload = {"version": checkpoints.CHECKPOINT_VERSION, "model": Planted(marker)}
     if kind == "pickle":
         path.write_bytes(pickle.dumps(payload))
     else:
         torch.save(payload, path)
     with pytest.raises(ArcvaeError, match="could not load checkpoint"):
-        trainer.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
     result = run("train", "--resume", tmp_path / "run")
     assert result.exit_code == 1 and "could not load checkpoint" in result.stderr and "Traceback" not in result.output
     assert not marker.exists()
@@ -345,7 +345,7 @@ def test_p3_a_damaged_cache_is_recomputed_in_training(tiny_corpus, tmp_path, no_
 def test_p4_an_exception_mid_write_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
     path, good = saved_weights(tmp_path)
     ckpt = tmp_path / "last.pt"
-    trainer.save_checkpoint(ckpt, {"version": 2, "x": torch.ones(3)})
+    checkpoints.save_checkpoint(ckpt, {"version": 2, "x": torch.ones(3)})
     old_ckpt = ckpt.read_bytes()
 
     def broken_fsync(fd):
@@ -355,7 +355,7 @@ def test_p4_an_exception_mid_write_keeps_the_old_file_and_no_temp(tmp_path, monk
     with pytest.raises(ClassWeightError, match="Input/output error"):
         save_class_weights([5.0, 5.0, 5.0, 5.0], path)
     with pytest.raises(OSError):
-        trainer.save_checkpoint(ckpt, {"version": 2, "x": torch.zeros(1000)})
+        checkpoints.save_checkpoint(ckpt, {"version": 2, "x": torch.zeros(1000)})
     assert path.read_bytes() == good and ckpt.read_bytes() == old_ckpt
     assert not temp_files(tmp_path)
 
@@ -364,7 +364,7 @@ WRITER = textwrap.dedent(
     """
     import sys, torch
     from classweights import save_class_weights
-    from arcvae.trainer import save_checkpoint
+    from arcvae.checkpoints import save_checkpoint
     folder = sys.argv[1]
     big = torch.arange(2_000_000, dtype=torch.float32)
     print("ready", flush=True)
@@ -380,7 +380,7 @@ WRITER = textwrap.dedent(
 @pytest.mark.slow
 def test_p4_sigkill_mid_write_leaves_a_complete_file(tmp_path):
     save_class_weights([1.0] * 10, tmp_path / "w.json", i=0)
-    trainer.save_checkpoint(tmp_path / "last.pt", {"version": 2, "i": 0, "big": torch.arange(2_000_000, dtype=torch.float32)})
+    checkpoints.save_checkpoint(tmp_path / "last.pt", {"version": 2, "i": 0, "big": torch.arange(2_000_000, dtype=torch.float32)})
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     for delay in (0.05, 0.2, 0.37, 0.6):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=env)
@@ -549,7 +549,7 @@ def test_p7_bad_input_is_one_line_and_touches_nothing(existing_state, tmp_path, 
     before = snapshot(cache_root(), tmp_path)
 
     if compute_fragments is not None:  # any shape is fine for weights compute
-        one_line_error(run("weights", "compute", bad, "--out", out), compute_fragments)
+        one_line_error(run("weights", "compute", bad, "--out", out, "--force"), compute_fragments)
     one_line_error(run("train", "--overfit-batch", "--data", bad, "--out", tmp_path / "new-run"), train_fragments)
     assert snapshot(cache_root(), tmp_path) == before  # nothing written, changed or left behind
 
@@ -629,11 +629,19 @@ def test_p8_resume_refuses_other_data(tiny_corpus, tmp_path, monkeypatch, split)
     assert snapshot(tmp_path / "run") == before
 
 
-def test_p8_resume_refuses_other_class_weights(tiny_corpus, tmp_path, monkeypatch):
-    interrupted(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, target_accuracy=1.0), monkeypatch)
-    monkeypatch.setattr(arc_weights, "FORMAT_VERSION", 99)  # weights as another version of classweights would make them
-    with pytest.raises(ArcvaeError, match="cannot resume .* class weights came from other data or parameters"):
-        trainer.train(TrainConfig(), quiet_reporter()[0], resume=tmp_path / "run")
+def test_p8_resume_trains_on_the_weights_it_started_with(tiny_corpus, tmp_path, monkeypatch, no_quiet_period):
+    config = dict(data=str(tiny_corpus), overfit_batch=True, quick_test=True, target_accuracy=1.0, use_cached_weights=True)
+    interrupted(TrainConfig(out=str(tmp_path / "run"), **config), monkeypatch)
+    started_with = checkpoints.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["class_weights"]
+    # the cache now holds other weights under a valid checksum, and a newer formula would give others again
+    [cached] = cached_weight_files()
+    weights, meta = load_class_weights(cached, with_metadata=True)
+    save_class_weights((weights * torch.arange(1, 11)).tolist(), cached, **meta)
+    monkeypatch.setattr(arc_weights, "FORMAT_VERSION", 99)
+    report, out = quiet_reporter()
+    result = trainer.train(TrainConfig(), report, resume=tmp_path / "run")
+    assert torch.equal(result.class_weights, started_with)
+    assert "the run's own, from its checkpoint" in out.getvalue() and "Loaded cached weights" not in out.getvalue()
 
 
 def test_p8_checkpoints_load_with_weights_only(tmp_path, monkeypatch):
@@ -644,10 +652,10 @@ def test_p8_checkpoints_load_with_weights_only(tmp_path, monkeypatch):
         seen.append(kwargs.get("weights_only"))
         return real_load(*args, **kwargs)
 
-    trainer.save_checkpoint(tmp_path / "c.pt", {"version": trainer.CHECKPOINT_VERSION})
+    checkpoints.save_checkpoint(tmp_path / "c.pt", {"version": checkpoints.CHECKPOINT_VERSION})
     monkeypatch.setattr(torch, "load", spy)
     with pytest.raises(ArcvaeError, match="incomplete"):
-        trainer.load_checkpoint(tmp_path / "c.pt")
+        checkpoints.load_checkpoint(tmp_path / "c.pt")
     assert seen == [True]
 
 

@@ -61,7 +61,7 @@ def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     assert result.epochs_run == 3 and result.best_val_objective is not None
     assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints", "result.json",
-                                               "reconstructions.png", "curves.png"}  # fmt: skip
+                                               "reconstructions.png", "curves.png", ".lock"}  # fmt: skip
     for name, size in (("reconstructions.png", (50 + 125 * 8, 275)), ("curves.png", (1000, 700))):  # documented in arcvae.plots
         data = (run / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == size, name
@@ -146,14 +146,28 @@ def test_early_stopping_waits_for_the_beta_schedule_to_settle(tiny_corpus, tmp_p
 def test_a_folder_left_before_the_first_checkpoint_can_be_reused(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps(TrainConfig(data=str(tiny_corpus)).to_dict()))  # what a run writes first
     (run / "metrics.jsonl").write_text('{"type": "step", "step": 99}\n')
+    (run / ".metrics.jsonl.k2x9_a.tmp").write_text('{"type": "st')  # a write cut short by a kill
     trainer.train(TrainConfig(data=str(tiny_corpus), out=str(run), overfit_batch=True, quick_test=True), quiet()[0])
     assert all(r["step"] <= 30 for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()))
+    assert not list(run.glob("*.tmp"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ArcvaeError, match="holds other files \\(notes.txt\\)"):
         trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "other"), overfit_batch=True, quick_test=True), quiet()[0])
+
+
+@pytest.mark.parametrize("files", [{"config.json": "{}"}, {"config.json": '{"lr": 1}', "metrics.jsonl": "mine\n"}, {"metrics.jsonl": "{}\n"}],
+                         ids=["empty config", "someone's config", "log alone"])  # fmt: skip
+def test_a_folder_with_files_of_run_names_that_are_not_a_runs_is_left_alone(tiny_corpus, tmp_path, files):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    with pytest.raises(ArcvaeError, match="not a run's|without a run's config.json"):
+        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True), quiet()[0])
+    assert {p.name: p.read_text() for p in folder.iterdir()} == files
 
 
 def test_bad_schedule_options_fail_before_any_work():

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from .errors import ArcvaeError
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
+SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (torch takes them all; numpy's global generator gets seed mod 2**32)
 
 
 @dataclass
@@ -56,6 +57,18 @@ class TrainConfig:
     wandb: bool = False  # also log to Weights & Biases (the optional wandb extra; WANDB_MODE=offline works without network)
 
     def __post_init__(self) -> None:
+        for name in ("overfit_batch", "quick_test", "use_class_weights", "use_cached_weights", "wandb"):
+            if not isinstance(getattr(self, name), bool):
+                raise ArcvaeError(f"Expected {name} to be true or false, but got {getattr(self, name)!r}")
+        for name in ("data", "out"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ArcvaeError(f"Expected {name} to be a path or None, but got {getattr(self, name)!r}")
+        if not isinstance(self.weights_method, str):
+            raise ArcvaeError(f"Expected weights_method to be a method name, but got {self.weights_method!r}")
+        if isinstance(self.num_colors, bool) or not isinstance(self.num_colors, int) or not 2 <= self.num_colors <= 256:
+            raise ArcvaeError(f"Expected num_colors to be an integer from 2 to 256, but got {self.num_colors!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ArcvaeError(f"Expected seed to be an integer from 0 to 2**63 - 1, but got {self.seed!r}")
         positive_ints = ("epochs", "batch_size", "latent_dim", "overfit_samples", "overfit_repeats", "log_every_n_steps", "patience")
         for name in positive_ints:
             value = getattr(self, name)
@@ -65,15 +78,15 @@ class TrainConfig:
             raise ArcvaeError(f"Expected max_epochs to be a positive integer or None, but got {self.max_epochs!r}")
         for name in ("lr", "min_lr", "grad_clip", "beta_max", "free_bits", "weights_smooth", "focal_gamma"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
                 raise ArcvaeError(f"Expected {name} to be a finite number {'> 0' if name == 'lr' else '>= 0'}, but got {value!r}")
-        if not 0 < self.target_accuracy <= 1:
+        if isinstance(self.target_accuracy, bool) or not isinstance(self.target_accuracy, (int, float)) or not 0 < self.target_accuracy <= 1:
             raise ArcvaeError(f"Expected target_accuracy in (0, 1], but got {self.target_accuracy}")
         if self.beta_schedule not in ("linear_warmup", "cyclical", "constant"):
             raise ArcvaeError(f"Expected beta_schedule to be linear_warmup, cyclical or constant, but got {self.beta_schedule!r}")
         for name, low in (("beta_warmup_epochs", "0"), ("beta_ramp_epochs", "a"), ("beta_cycle_epochs", "a")):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (low == "a" and value == 0):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (low == "a" and value == 0):
                 raise ArcvaeError(f"Expected {name} to be a finite number {'>= 0' if low == '0' else '> 0'}, but got {value!r}")
         if self.weights_source not in ("full", "batch"):
             raise ArcvaeError(f"Expected weights_source to be 'full' or 'batch', but got {self.weights_source!r}")

@@ -7,12 +7,9 @@ stages are labelled (forward, backward, step, log, evaluate, stop).
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import random
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +25,11 @@ from classweights.storage import atomic_write_bytes
 
 from . import data as corpus
 from . import distributed
+from .checkpoints import CHECKPOINT_VERSION, load_checkpoint, save_checkpoint
 from .distributed import SINGLE, Dist
 from .config import TrainConfig
 from .errors import ArcvaeError
+from .rundir import RunClaim, check_fresh, new_run_dir, remove_leftovers, truncate_metrics
 from .losses import BetaSchedule, FocalLoss, kl_divergence
 from .metrics import Tally
 from .model import BetaVAE, count_parameters
@@ -39,9 +38,6 @@ from .tracking import NullTracker, Tracker, open_tracker
 from .weights import ClassWeights, FileStamp, resolve_class_weights, save_weights_record, split_digest, weights_fingerprint
 
 QUICK_TEST = {"epochs": 3, "overfit_repeats": 10, "train_samples": 2048, "val_samples": 512}
-CHECKPOINT_VERSION = 2
-_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "data_fingerprint", "weights_fingerprint",
-                    "best_val", "stale", "finished")  # fmt: skip
 
 
 @dataclass
@@ -93,40 +89,16 @@ def predictions(logits: torch.Tensor) -> torch.Tensor:
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed % 2**32)  # numpy's global generator takes 32-bit seeds; torch takes them all
     torch.manual_seed(seed)
 
 
-def new_run_dir(config: TrainConfig) -> Path:
-    if config.out is not None:
-        return Path(config.out)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = Path("runs") / (stamp + ("-overfit" if config.overfit_batch else ""))
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
-
-
-_RUN_FILES = {"config.json", "class_weights.json", "metrics.jsonl", "result.json", "checkpoints", "reconstructions.png", "curves.png", "wandb"}
-
-
-def _check_fresh(run_dir: Path) -> None:
-    """A new run may use an empty folder, or one left by a run stopped before its first checkpoint."""
-    if not run_dir.exists():
-        return
-    if (run_dir / "checkpoints" / "last.pt").exists():
-        raise ArcvaeError(f"run folder {str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, or another --out")
-    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in _RUN_FILES)
-    if foreign:
-        raise ArcvaeError(f"run folder {str(run_dir)!r} holds other files ({', '.join(foreign[:3])}); choose an empty or new --out")
-
-
-def resolve_data_path(config: TrainConfig, report: Reporter) -> Path:
-    """``--data`` if given; else the default corpus, generated on first use."""
+def resolve_data_path(config: TrainConfig, report: Reporter) -> tuple[Path, Path | None]:
+    """``--data`` if given, else the default corpus (generated on first use); and the cache folder to use, ``None``
+    when it cannot be written (the default corpus then lives in a temporary folder, with one warning)."""
+    cache_dir = corpus.default_cache_dir()
     if config.data is not None:
-        return Path(config.data)
+        return Path(config.data), cache_dir
     path = corpus.default_corpus_path()
     if not path.exists():
         report.print(f"[DATA] No --data given and no default corpus yet: generating it at {path}")
@@ -138,40 +110,22 @@ def resolve_data_path(config: TrainConfig, report: Reporter) -> Path:
                 done[0] = n
 
             splits = corpus.generate_corpus(100_000, seed=42, progress=advance)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        corpus.save_corpus(splits, path)
+        try:
+            corpus.save_corpus(splits, path)
+        except (OSError, classweights.ClassWeightError) as exc:  # a cache that cannot be written costs a warning, not the run
+            import tempfile
+
+            fallback = Path(tempfile.mkdtemp(prefix="arcvae-corpus-")) / path.name
+            report.warn(f"could not write the default corpus to the cache folder {cache_dir} ({getattr(exc, 'strerror', None) or exc}); "
+                        f"this run uses a copy in {fallback.parent} and no cache")  # fmt: skip
+            return corpus.save_corpus(splits, fallback), None
     else:
         report.print(f"[DATA] No --data given: using the default corpus at {path}")
-    return path
+    return path, cache_dir
 
 
 def write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` into memory, then an atomic write: a crash never leaves half a checkpoint."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load with ``weights_only=True``: a checkpoint can hold tensors and plain data, never code."""
-    if not path.exists():
-        raise ArcvaeError(f"no checkpoint at {str(path)!r}; expected a run folder written by 'arcvae train'")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's notes on foreign pickles; a failure is reported below
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure is a bad file, reported in one line
-        raise ArcvaeError(f"could not load checkpoint {str(path)!r}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise ArcvaeError(f"{str(path)!r} is not an arcvae checkpoint of version {CHECKPOINT_VERSION}")
-    missing = sorted(set(_CHECKPOINT_KEYS) - set(state))
-    if missing:
-        raise ArcvaeError(f"checkpoint {str(path)!r} is incomplete: it lacks {', '.join(missing)}")
-    return state
 
 
 PICTURE_GRIDS = 8  # grids shown in a run's reconstructions.png
@@ -264,21 +218,53 @@ def train(
 
 def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.device,
            checkpoint: dict[str, Any] | None, resume: str | Path | None) -> RunResult:  # fmt: skip
+    claims: list[RunClaim] = []  # the run folder is this run's alone from its claim to the end
+    try:
+        return _job(config, report, group, target, checkpoint, resume, claims)
+    finally:
+        for claim in claims:
+            claim.release()
+
+
+def _claim(run_dir: Path, *, new: bool, group: Dist) -> RunClaim | None:
+    """Rank 0 claims the run folder (a new run checks again, under the claim, that it may use it) and removes the
+    temporary files of interrupted writes; an error reaches every rank."""
+    claim, error = None, None
+    if group.is_main:
+        try:
+            claim = RunClaim.take(run_dir, create=new)
+            if new:
+                check_fresh(run_dir)
+            remove_leftovers(run_dir)
+        except ArcvaeError as exc:
+            if claim is not None:
+                claim.abandon()
+                claim = None
+            error = str(exc)
+    error = group.broadcast(error)
+    if error is not None:
+        raise ArcvaeError(error)
+    return claim
+
+
+def _job(config: TrainConfig, report: Reporter, group: Dist, target: torch.device, checkpoint: dict[str, Any] | None,
+         resume: str | Path | None, claims: list[RunClaim]) -> RunResult:  # fmt: skip
     if checkpoint is not None:
         run_dir = Path(resume)  # type: ignore[arg-type]
         if checkpoint["finished"]:
             report.print(f"[RESUME] {run_dir} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do.")
             return _result_of(run_dir, checkpoint)
+        claims.append(_claim(run_dir, new=False, group=group))  # type: ignore[arg-type]
         report.print(f"[RESUME] {run_dir}: continuing after epoch {checkpoint['epoch']} (step {checkpoint['step']})")
     else:
-        run_dir = Path(group.broadcast(str(new_run_dir(config)) if group.is_main else ""))
-        _check_fresh(run_dir)
+        run_dir = Path(group.broadcast(str(new_run_dir(config.out, overfit=config.overfit_batch)) if group.is_main else ""))
+        check_fresh(run_dir)
     seed_everything(config.seed)
-    cache_dir = corpus.default_cache_dir()
 
     # -- data
     report.section("Loading data...")
-    data_path = Path(group.broadcast(str(resolve_data_path(config, report).resolve()) if group.is_main else "")).resolve()
+    chosen = group.broadcast(resolve_data_path(config, report) if group.is_main else None)
+    data_path, cache_dir = chosen[0].resolve(), chosen[1]
     config.data = str(data_path)
     stamp = FileStamp.of(data_path)  # before reading: a note of the content digest must describe what was read
     full_train = corpus.load_split(data_path, "train")
@@ -310,21 +296,25 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
         report.print(f"[DDP] {group.world} processes ({'nccl' if target.type == 'cuda' else 'gloo'}): each trains on its "
                      f"{'share of the batch' if config.overfit_batch else 'share of every batch'} and evaluates its share of the grids")  # fmt: skip
 
-    # -- class weights, from the FULL training split (also in overfit mode)
-    weights = _class_weights(config, full_train, data_path, report, batch=batch, stamp=stamp, group=group)
-    data_fingerprint["train"] = weights.data_digest if weights is not None else split_digest(
-        full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)  # fmt: skip
+    # -- class weights, from the FULL training split (also in overfit mode); a resumed run keeps its own
     if checkpoint is not None:
-        _check_same_inputs(run_dir, checkpoint, data_path, data_fingerprint, weights)
+        weights = _checkpoint_weights(checkpoint, config, report)
+        data_fingerprint["train"] = split_digest(full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)
+        _check_same_data(run_dir, checkpoint, data_path, data_fingerprint)
+    else:
+        weights = _class_weights(config, full_train, data_path, report, batch=batch, stamp=stamp, cache_dir=cache_dir, group=group)
+        data_fingerprint["train"] = weights.data_digest if weights is not None else split_digest(
+            full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)  # fmt: skip
 
-    # -- the run folder: written (by rank 0) only once data and weights are known to be good
+    # -- the run folder: claimed and written (by rank 0) only once data and weights are known to be good
     if config.out is not None:
         config.out = str(run_dir.resolve())
+    if checkpoint is None:
+        claims.append(_claim(run_dir, new=True, group=group))  # type: ignore[arg-type]
     if group.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
-        if weights is not None:
+        if weights is not None and checkpoint is None:
             save_weights_record(weights, run_dir / "class_weights.json", source=str(data_path), key="train")
             report.print()
             report.print(f"[WEIGHTS] Saved to: {run_dir / 'class_weights.json'}")
@@ -359,7 +349,7 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
     if checkpoint is not None:
         start_epoch = _restore(state, checkpoint)
     if group.is_main:
-        _truncate_metrics(run_dir / "metrics.jsonl", state.step)  # a fresh run starts an empty log
+        truncate_metrics(run_dir / "metrics.jsonl", state.step, report.warn)  # a fresh run starts an empty log
         state.logger = _Logger(run_dir / "metrics.jsonl")
         state.tracker = open_tracker(config.wandb, config=config.to_dict(), run_dir=run_dir, name=run_dir.name,
                                      group=None, warn=report.warn)  # fmt: skip
@@ -385,16 +375,32 @@ def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.dev
     return dataclasses.replace(result, model=model, class_weights=None if weights is None else weights.weights)
 
 
-def _check_same_inputs(run_dir: Path, checkpoint: dict[str, Any], data_path: Path, data_fingerprint: dict[str, str | None],
-                       weights: ClassWeights | None) -> None:  # fmt: skip
-    """A run resumes only on the data and class weights it started with."""
+def _check_same_data(run_dir: Path, checkpoint: dict[str, Any], data_path: Path, data_fingerprint: dict[str, str | None]) -> None:
+    """A run resumes only on the data it started with."""
     for split, digest in data_fingerprint.items():
         saved = checkpoint["data_fingerprint"].get(split)
         if saved != digest:
             raise ArcvaeError(f"cannot resume {str(run_dir)!r}: the {split} split of {str(data_path)!r} is not the data it was trained on "
                               f"(content digest {str(digest)[:12]}, expected {str(saved)[:12]})")  # fmt: skip
-    if checkpoint["weights_fingerprint"] != (None if weights is None else weights.fingerprint):
-        raise ArcvaeError(f"cannot resume {str(run_dir)!r}: its class weights came from other data or parameters than {str(data_path)!r} now gives")
+
+
+def _checkpoint_weights(checkpoint: dict[str, Any], config: TrainConfig, report: Reporter) -> ClassWeights | None:
+    """A resumed run trains on exactly the class weights it started with: its checkpoint's, never a recount (the cache
+    or a newer formula could give others)."""
+    if not config.use_class_weights:
+        if config.overfit_batch:
+            report.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")
+        return None
+    values = checkpoint.get("class_weights")
+    if values is None or checkpoint["weights_fingerprint"] is None:
+        raise ArcvaeError("cannot resume: the checkpoint holds no class weights, but the run uses them")
+    report.section("Class weights: the run's own, from its checkpoint")
+    listed = values.tolist()
+    report.print(f"  Class weights: [{', '.join(f'{w:.3f}' for w in listed)}]")
+    positive = [w for w in listed if w > 0]
+    report.print(f"  Weight ratio (max/min): {max(positive) / min(positive):.2f}x")
+    return ClassWeights(values.to(torch.float32), None, config.weights_method, config.weights_smooth, 0, checkpoint["weights_fingerprint"],
+                        str(checkpoint["data_fingerprint"].get("train")), None, False)  # fmt: skip
 
 
 def _restore(s: _LoopState, checkpoint: dict[str, Any]) -> int:
@@ -422,14 +428,6 @@ def _restore(s: _LoopState, checkpoint: dict[str, Any]) -> int:
     return int(checkpoint["epoch"])
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records logged after the checkpoint, so a resumed run logs each step once."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-
-
 def _result_record(result: RunResult, *, overfit: bool) -> dict[str, Any]:
     return {"run_dir": str(result.run_dir.resolve()), "epochs_run": result.epochs_run, "steps": result.steps,
             "reached_target": result.reached_target if overfit else None,
@@ -442,15 +440,15 @@ def _result_of(run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
                      dict(checkpoint.get("final") or {}), None if math.isinf(best) else best)  # fmt: skip
 
 
-def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path, report: Reporter,
-                   *, batch: torch.Tensor | None, stamp: FileStamp | None, group: Dist = SINGLE) -> ClassWeights | None:
+def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path, report: Reporter, *, batch: torch.Tensor | None,
+                   stamp: FileStamp | None, cache_dir: Path | None, group: Dist = SINGLE) -> ClassWeights | None:  # fmt: skip
     if not config.use_class_weights:
         if config.overfit_batch:
             report.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")
         return None
     if config.weights_source == "batch":
         assert batch is not None
-        return _batch_weights(config, train_grids, batch, report, stamp=stamp, group=group)
+        return _batch_weights(config, train_grids, batch, report, stamp=stamp, cache_dir=cache_dir, group=group)
     overfit = config.overfit_batch
     report.section("[OVERFIT MODE] Computing class weights from FULL dataset..." if overfit else "Computing class weights...")
     report.print(f"Loading full dataset for class weight computation... ({data_path})")
@@ -469,7 +467,7 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
 
     result = resolve_class_weights(
         train_grids, key="train", num_classes=config.num_colors, method=config.weights_method,
-        smooth=config.weights_smooth, cache_dir=corpus.default_cache_dir(), use_cache=config.use_cached_weights,
+        smooth=config.weights_smooth, cache_dir=cache_dir, use_cache=config.use_cached_weights,
         source=str(data_path), stamp=stamp, progress=None if group.enabled else progress, warn=report.warn, group=group,
     )  # fmt: skip
     if group.enabled and not result.from_cache:
@@ -494,11 +492,11 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
 
 
 def _batch_weights(config: TrainConfig, train_grids: np.ndarray, batch: torch.Tensor, report: Reporter,
-                   *, stamp: FileStamp | None, group: Dist) -> ClassWeights:  # fmt: skip
+                   *, stamp: FileStamp | None, cache_dir: Path | None, group: Dist) -> ClassWeights:  # fmt: skip
     """Weights from the overfit batch alone: the spec's counter-example to full-dataset weights (for studies)."""
     report.section("[OVERFIT MODE] Computing class weights from the SINGLE BATCH (not the full dataset)...")
     stats, weights = count_and_weigh(batch.cpu(), config.num_colors, config.weights_method, smooth=config.weights_smooth)
-    digest = split_digest(train_grids, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=corpus.default_cache_dir(), group=group)
+    digest = split_digest(train_grids, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)
     fingerprint = weights_fingerprint(digest, key=f"train[:{len(batch)}]", num_classes=config.num_colors, method=config.weights_method,
                                       smooth=config.weights_smooth)  # fmt: skip
     values = weights.tolist()

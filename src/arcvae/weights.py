@@ -50,7 +50,7 @@ class ClassWeights:
     """Weights and where they came from."""
 
     weights: torch.Tensor  # float32 [C]
-    counts: torch.Tensor  # int64 [C]
+    counts: torch.Tensor | None  # int64 [C]; None for the weights a resumed run takes from its checkpoint
     method: str
     smooth: float
     num_samples: int

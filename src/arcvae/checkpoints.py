@@ -1,0 +1,121 @@
+"""Checkpoints: written atomically, loaded without running code, and checked before anything uses them.
+
+A checkpoint is a dict of tensors and plain data (see docs/cli.md, the run
+folder). ``torch.load(..., weights_only=True)`` guarantees that loading runs
+no code; :func:`check_checkpoint` then checks that what loaded is a complete,
+consistent checkpoint of this version (a model of the right shape for its
+configuration, random states torch can restore, counters that make sense), so
+that ``--resume`` and ``arcvae show`` fail in one line on a damaged or foreign
+file instead of deep inside torch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from classweights.storage import atomic_write_bytes
+
+from .config import TrainConfig
+from .errors import ArcvaeError
+
+CHECKPOINT_VERSION = 2
+_RNG_BYTES = torch.get_rng_state().numel()  # a CPU generator's state; the loader's generator has the same size
+_REQUIRED = {
+    "model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "step": int, "rng": dict, "config": dict,
+    "data_fingerprint": dict, "best_val": float, "stale": int, "finished": bool,
+}  # fmt: skip
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` into memory, then an atomic write: a crash never leaves half a checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` and check it (:func:`check_checkpoint`)."""
+    if not path.exists():
+        raise ArcvaeError(f"no checkpoint at {str(path)!r}; expected a run folder written by 'arcvae train'")
+    if not path.is_file():
+        raise ArcvaeError(f"{str(path)!r} is not a regular file; expected a checkpoint written by 'arcvae train'")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on foreign pickles; a failure is reported below
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unpickling failure is a bad file, reported in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArcvaeError(f"could not load checkpoint {str(path)!r}: {first}") from None
+    check_checkpoint(state, str(path))
+    return state
+
+
+def check_checkpoint(state: Any, where: str) -> None:
+    """Raise an :class:`ArcvaeError` naming the first problem unless ``state`` is a usable checkpoint."""
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ArcvaeError(f"{where!r} is not an arcvae checkpoint of version {CHECKPOINT_VERSION}")
+    missing = sorted((set(_REQUIRED) | {"weights_fingerprint"}) - set(state))
+    if missing:
+        raise ArcvaeError(f"checkpoint {where!r} is incomplete: it lacks {', '.join(missing)}")
+    for key, kind in _REQUIRED.items():
+        value = state[key]
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+        if not ok:
+            raise ArcvaeError(f"checkpoint {where!r} is damaged: {key} is {_describe(value)}, expected {kind.__name__}")
+    if state["epoch"] < 0 or state["step"] < 0 or state["stale"] < 0:
+        raise ArcvaeError(f"checkpoint {where!r} is damaged: negative epoch, step or patience counter")
+    try:
+        config = TrainConfig.from_dict(state["config"])
+    except (ArcvaeError, TypeError) as exc:
+        raise ArcvaeError(f"checkpoint {where!r} holds an invalid configuration: {exc}") from None
+    _check_model(state["model"], config, where)
+    _check_rng(state["rng"], where)
+    weights = state.get("class_weights")
+    if weights is not None:
+        if not isinstance(weights, torch.Tensor) or weights.shape != (config.num_colors,) or not weights.is_floating_point() \
+                or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or not bool((weights > 0).any()):  # fmt: skip
+            raise ArcvaeError(f"checkpoint {where!r} is damaged: its class weights are not {config.num_colors} finite, non-negative numbers")
+    for split, digest in state["data_fingerprint"].items():
+        if split not in ("train", "val") or not (digest is None or isinstance(digest, str)):
+            raise ArcvaeError(f"checkpoint {where!r} is damaged: unexpected data fingerprint entry {split!r}")
+
+
+def _check_model(model: dict[str, Any], config: TrainConfig, where: str) -> None:
+    from .model import BetaVAE
+
+    expected = BetaVAE(config.num_colors, config.latent_dim).state_dict()
+    if set(model) != set(expected):
+        raise ArcvaeError(f"checkpoint {where!r} holds a model that is not a BetaVAE with {config.num_colors} colours "
+                          f"and latent_dim {config.latent_dim} (its parameters differ)")  # fmt: skip
+    for name, tensor in expected.items():
+        value = model[name]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape or value.dtype != tensor.dtype:
+            raise ArcvaeError(f"checkpoint {where!r} is damaged: parameter {name} is {_describe(value)}, expected {tuple(tensor.shape)}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ArcvaeError(f"checkpoint {where!r} is damaged: parameter {name} holds NaN or infinite values")
+
+
+def _check_rng(rng: dict[str, Any], where: str) -> None:
+    states = [rng] + list(rng.get("ranks") or [])
+    for state in states:
+        if not isinstance(state, dict):
+            raise ArcvaeError(f"checkpoint {where!r} is damaged: a random state is {_describe(state)}")
+        for key in ("torch", "loader"):
+            value = state.get(key)
+            if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.shape != (_RNG_BYTES,):
+                raise ArcvaeError(f"checkpoint {where!r} is damaged: its {key} random state is {_describe(value)}, "
+                                  f"expected {_RNG_BYTES} bytes")  # fmt: skip
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).replace('torch.', '')} tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r}"[:80]
