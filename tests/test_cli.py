@@ -96,7 +96,7 @@ def _corrupt(tmp_path):
         (lambda p: (np.save(p / "f.npy", np.array([0.5, 1.0])), p / "f.npy")[1], [], ["label 0.5 at flat index 0 is not a class index"]),
         (lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1], ["--method", "nope"], ["Expected `method` to be one of"]),
         (lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1], ["--smooth", "-1"], ["Expected `smooth` to be a finite number >= 0, but got -1.0"]),
-        (lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1], ["--out", "/nonexistent-dir/w.json"], ["could not write class weights to '/nonexistent-dir/w.json'"]),
+        (lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1], ["--out", "/nonexistent-dir/w.json"], ["the folder of --out '/nonexistent-dir/w.json'", "does not exist"]),
     ],
 )
 def test_weights_compute_errors(tmp_path, make, extra, fragments):

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..errors import ArcvaeError
 from ._common import user_errors
 
 app = typer.Typer(help="Make and inspect corpora of 16x16 grids (.npz with train/val/test).", no_args_is_help=True)
@@ -24,12 +23,9 @@ def _write(kind: str, out: Path, num_images: int, seed: int, force: bool) -> Non
 
     from .. import data
 
-    if out.suffix != ".npz":
-        raise ArcvaeError(f"Expected --out to end in .npz, but got {str(out)!r}")
-    if out.exists() and not force:
-        raise ArcvaeError(f"{str(out)!r} already exists; pass --force to overwrite it")
-    if not out.parent.exists():
-        raise ArcvaeError(f"the folder of --out, {str(out.parent)!r}, does not exist")
+    from ..outputs import check_output_file
+
+    check_output_file(out, force=force, suffix=".npz")
     make = data.generate_corpus if kind == "synthetic" else data.arc_corpus
     console = default_console()
     with Progress(TextColumn(f"Making {kind} grids"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:

@@ -29,17 +29,22 @@ def show_command(
     split: Annotated[SplitChoice, typer.Option(help="Split of the run's corpus to show in normal mode (overfit runs show their batch).")] = SplitChoice.val,
     last: Annotated[bool, typer.Option("--last", help="Use the last checkpoint instead of the best one.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also save the picture to this PNG file (atomically).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Show the first N grids a run trained on beside the model's reconstructions, with their accuracy."""
     from ..console import default_console
     from ..plots import grids_panel, save_reconstructions
     from ..trainer import load_run, reconstruct
 
-    if out is not None and not out.parent.is_dir():
-        raise ArcvaeError(f"cannot save the picture to {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    from ..outputs import check_output_file
+
     if not (run / "checkpoints").is_dir():
         raise ArcvaeError(f"{str(run)!r} is not a run folder (it has no checkpoints folder); pass a folder written by 'arcvae train'")
+    if out is not None:  # before any work, and again below with the run's corpus among the inputs
+        check_output_file(out, force=force)
     model, config, checkpoint = load_run(run, best=not last)
+    if out is not None:
+        check_output_file(out, force=force, inputs=[config.data])
     grids, source = _grids(config, split.value, n)
     recons = reconstruct(model, grids)
     which = "best" if not last and (run / "checkpoints" / "best.pt").exists() else "last"

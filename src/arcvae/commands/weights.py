@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ._common import user_errors
+from ._common import user_errors, warn
 
 app = typer.Typer(help="Compute, save and inspect class weights (any labels, not only ARC grids).", no_args_is_help=True)
 
@@ -26,23 +26,26 @@ def compute(
     out: Annotated[Optional[Path], typer.Option(help="Save the weights to this JSON file (atomically).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (counts, weights, method, ratio, source) and nothing else.")] = False,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse weights cached for the same file content and options (in the arcvae cache folder).")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Count the labels in DATA and turn the counts into class weights."""
     from classweights.methods import check_method
-    from rich.markup import escape
 
     from ..console import default_console
     from ..data import default_cache_dir
     from ..weights import FileStamp, resolve_class_weights, save_weights_record
 
     check_method(method, {})  # an unknown method fails before any reading
+    if out is not None:
+        from ..outputs import check_output_file
+
+        check_output_file(out, force=force, inputs=[data])
     stamp = FileStamp.of(data)  # taken before the file is read
-    warn_console = default_console(stderr=True)
     result = _with_progress(
         lambda progress: resolve_class_weights(
             data, key=key, num_classes=num_classes, method=method, smooth=smooth, normalize=normalize, ignore_index=ignore_index,
             cache_dir=default_cache_dir(), use_cache=cache, source=str(data), stamp=stamp, progress=progress,
-            warn=lambda message: warn_console.print(f"[yellow]warning:[/] {escape(message)}"),
+            warn=warn,
         ),
         quiet=as_json,
     )  # fmt: skip
@@ -61,7 +64,7 @@ def compute(
         plural = len(absent) > 1
         message = (f"class{'es' if plural else ''} {', '.join(map(str, absent))} never occur{'' if plural else 's'} in {data}; "
                    f"{method} gives {'them' if plural else 'it'} the weight of a count of 0 (check --num-classes)")  # fmt: skip
-        default_console(stderr=True).print(f"[yellow]warning:[/] {escape(message)}")
+        warn(message)
     _print_table(counts, values, title=f"{method} weights for {data} ({result.num_samples:,} samples, {sum(counts):,} labels)")
     console = default_console()
     console.print(f"Weight ratio (max/min): {ratio:.2f}x")
