@@ -45,4 +45,9 @@ def _root(
 
 def main() -> None:
     """Entry point of the ``arcvae`` console script."""
+    import signal
+
+    from .commands._common import raise_terminated
+
+    signal.signal(signal.SIGTERM, raise_terminated)  # unwind like Ctrl-C: interrupted writes are cleaned up
     app()

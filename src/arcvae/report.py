@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .console import default_console
@@ -26,8 +26,9 @@ class Reporter:
     # ------------------------------------------------------------ basics ----
 
     def print(self, text: str = "", *, style: str | None = None) -> None:
+        """Print ``text`` literally (a path holding ``[/]`` is not markup), in ``style``."""
         target = self._progress.console if self._progress is not None else self.console
-        target.print(escape(text), style=style, highlight=False)
+        target.print(Text(text, style=style or ""), highlight=False)
 
     def section(self, title: str) -> None:
         self.print()
@@ -60,12 +61,12 @@ class Reporter:
     @contextmanager
     def epoch_bar(self, description: str, total: int) -> Iterator[EpochBar]:
         progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
+            TextColumn("{task.fields[stats]}", markup=False),
             console=self.console,
             transient=False,
             refresh_per_second=4,  # a redraw costs CPU that the training step needs

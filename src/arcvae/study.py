@@ -24,7 +24,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,11 +170,18 @@ def run_study(
     else:
         import multiprocessing
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for summary in pool.map(_one_run, tasks):
+        pool = multiprocessing.get_context("spawn").Pool(workers)
+        try:
+            for summary in pool.imap(_one_run, tasks):
                 runs.append(summary)
                 if progress is not None:
                     progress(summary)
+            pool.close()
+        except BaseException:  # an error, Ctrl-C or SIGTERM: stop the runs in progress and start no other
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     from .config import TrainConfig
 
     target = TrainConfig().target_accuracy

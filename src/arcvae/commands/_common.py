@@ -25,13 +25,31 @@ def is_user_error(exc: BaseException) -> bool:
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``error: message`` in red on stderr; return the Exit to raise."""
-    from rich.markup import escape
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports (every rank meets the same error)
+        styled_line("error:", "bold red", message)
+    return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` in yellow on stderr (the message literally)."""
+    styled_line("warning:", "yellow", message)
+
+
+def styled_line(label: str, style: str, message: str) -> None:
+    from rich.text import Text
 
     from ..console import default_console
 
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 alone reports (every rank meets the same error)
-        default_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(code)
+    default_console(stderr=True).print(Text.assemble((label, style), " ", message))
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a job scheduler, torchrun stopping its workers), raised in the main thread like Ctrl-C's
+    KeyboardInterrupt, so that a write in progress is undone (no temporary file is left) before the process ends."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
 
 
 def user_errors(command: F) -> F:
@@ -43,6 +61,8 @@ def user_errors(command: F) -> F:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except Terminated:
+            raise fail("terminated", 143) from None
         except OSError as exc:
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
             raise fail(f"{exc.strerror or exc}{where}") from None

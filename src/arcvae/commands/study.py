@@ -44,7 +44,7 @@ def overfit(
         require_wandb()
     folder = out or Path("studies") / f"{time.strftime('%Y%m%d-%H%M%S')}-overfit"
     console = default_console()
-    data_path = resolve_data_path(TrainConfig(data=None if data is None else str(data)), Reporter(console)).resolve()
+    data_path = resolve_data_path(TrainConfig(data=None if data is None else str(data)), Reporter(console))[0].resolve()
     seed_list = [42 + k for k in range(seeds)]
     total = len(arms) * len(seed_list)
     console.print(f"[STUDY] {_count(len(arms), 'arm')} x {_count(len(seed_list), 'seed')} = {_count(total, 'overfit run')} "

@@ -50,7 +50,7 @@ def train_command(
     beta_ramp_epochs: Annotated[float, typer.Option(min=0, help="linear_warmup: epochs to ramp beta from 0 to --beta-max.")] = 10.0,
     free_bits: Annotated[float, typer.Option(min=0, help="Free bits: minimum KL per latent dimension in nats (0 = off).")] = 0.0,
     target_accuracy: Annotated[float, typer.Option(min=0, max=1, help="Overfit mode stops when pixel accuracy reaches this.")] = 0.95,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    seed: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Random seed, any integer from 0 to 2**63 - 1 (a timestamp in ms will do).")] = 42,
     device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.auto,
     out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<time>).", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too).", show_default=False)] = None,
