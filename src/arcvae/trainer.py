@@ -218,12 +218,13 @@ def train(
 
 def _train(config: TrainConfig, report: Reporter, group: Dist, target: torch.device,
            checkpoint: dict[str, Any] | None, resume: str | Path | None) -> RunResult:  # fmt: skip
-    claims: list[RunClaim] = []  # the run folder is this run's alone from its claim to the end
+    claims: list[RunClaim | None] = []  # the run folder is this run's alone from its claim to the end
     try:
         return _job(config, report, group, target, checkpoint, resume, claims)
     finally:
         for claim in claims:
-            claim.release()
+            if claim is not None:  # ranks other than 0 hold no claim
+                claim.release()
 
 
 def _claim(run_dir: Path, *, new: bool, group: Dist) -> RunClaim | None:
@@ -248,13 +249,13 @@ def _claim(run_dir: Path, *, new: bool, group: Dist) -> RunClaim | None:
 
 
 def _job(config: TrainConfig, report: Reporter, group: Dist, target: torch.device, checkpoint: dict[str, Any] | None,
-         resume: str | Path | None, claims: list[RunClaim]) -> RunResult:  # fmt: skip
+         resume: str | Path | None, claims: list[RunClaim | None]) -> RunResult:  # fmt: skip
     if checkpoint is not None:
         run_dir = Path(resume)  # type: ignore[arg-type]
         if checkpoint["finished"]:
             report.print(f"[RESUME] {run_dir} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do.")
             return _result_of(run_dir, checkpoint)
-        claims.append(_claim(run_dir, new=False, group=group))  # type: ignore[arg-type]
+        claims.append(_claim(run_dir, new=False, group=group))
         report.print(f"[RESUME] {run_dir}: continuing after epoch {checkpoint['epoch']} (step {checkpoint['step']})")
     else:
         run_dir = Path(group.broadcast(str(new_run_dir(config.out, overfit=config.overfit_batch)) if group.is_main else ""))
@@ -310,7 +311,7 @@ def _job(config: TrainConfig, report: Reporter, group: Dist, target: torch.devic
     if config.out is not None:
         config.out = str(run_dir.resolve())
     if checkpoint is None:
-        claims.append(_claim(run_dir, new=True, group=group))  # type: ignore[arg-type]
+        claims.append(_claim(run_dir, new=True, group=group))
     if group.is_main:
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         write_json(run_dir / "config.json", config.to_dict())
