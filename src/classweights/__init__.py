@@ -14,6 +14,7 @@ Example:
     tensor([0.6327, 1.1837, 1.1837])
 """
 
+from ._checks import MAX_CLASSES
 from ._errors import ClassWeightError
 from .counting import LabelStats, count_label_stats, count_labels
 from .methods import METHODS, register_method, weights_from_counts
@@ -24,6 +25,7 @@ from .validation import validate_weights
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_CLASSES",
     "METHODS",
     "ClassWeightError",
     "LabelStats",

@@ -23,12 +23,23 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from ._checks import (
+    check_flag,
+    check_ignore_index,
+    check_num_classes,
+    check_positive_int,
+    is_int,
+    shown,
+)
 from ._errors import ClassWeightError
-from ._sources import Chunk, Shard, open_source
+from ._files import FileIdentity
+from ._sources import Chunk, Shard, check_label_dtype, open_source
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
 _NATIVE = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
+MAX_THREADS = 256  # each thread may hold two chunks; far more threads than cores only costs memory
+_DENSE_PRESENCE = 1 << 16  # per-image tables up to this many cells (beyond 4 per label) are dense; larger ones sparse
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -45,6 +56,14 @@ class LabelStats:
         num_labels: labels counted, i.e. ``counts.sum()``.
         fingerprint: sha256 (hex) of the labels' content, or ``None`` if not
             asked for; see :func:`count_label_stats`.
+        source_identity: for a ``.npy``/``.npz`` path, the identity of the file
+            actually read, ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``,
+            taken from the open file before its first read (and checked to be
+            unchanged after the last one); ``None`` for other sources. Compare it
+            with the path's current ``os.stat`` before caching anything derived
+            from the counts under the path's name: if the path was replaced or
+            re-pointed meanwhile, they differ. With ``distributed=True`` it is
+            the file this rank read.
     """
 
     counts: torch.Tensor
@@ -52,6 +71,7 @@ class LabelStats:
     num_images: int
     num_labels: int
     fingerprint: str | None = None
+    source_identity: FileIdentity | None = None
 
 
 def count_labels(
@@ -105,8 +125,11 @@ def count_labels(
 
     Raises:
         ClassWeightError: for an empty source, labels out of range, negative,
-            non-integer or NaN labels, unsupported dtypes, missing files or keys;
-            and for ``distributed=True`` without an initialised process group.
+            non-integer or NaN labels, unsupported dtypes, missing files or keys,
+            paths that are not regular files, damaged or inconsistent files, a
+            file that changes while it is read, ``num_classes`` above
+            :data:`~classweights.MAX_CLASSES`; and for ``distributed=True``
+            without an initialised process group.
 
     Example:
         >>> import torch
@@ -165,34 +188,40 @@ def count_label_stats(
         >>> stats.counts.tolist(), stats.image_pixels.tolist()
         ([5, 1], [6, 3])
     """
-    _check_num_classes(num_classes)
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer))):
-        raise ClassWeightError(f"Expected `ignore_index` to be an integer or None, but got {ignore_index!r}")
+    num_classes = check_num_classes(num_classes)
+    ignore_index = check_ignore_index(ignore_index)
+    if key is not None and not isinstance(key, str) and not is_int(key):
+        raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
+    if progress is not None and not callable(progress):
+        raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
+    presence, fingerprint, distributed = (check_flag(v, n) for v, n in ((presence, "presence"), (fingerprint, "fingerprint"), (distributed, "distributed")))
     workers = _resolve_threads(num_threads)
     shard = _process_group_shard(HASH_BLOCK_BYTES if fingerprint else None) if distributed else None
     target = _resolve_device(device, source)
     counts = torch.zeros(num_classes, dtype=torch.int64)
     image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
-    images = 0
+    images = labels = 0
     where = "labels"
+    identity: FileIdentity | None = None
     hasher = _LabelHasher() if fingerprint else None
     failure: BaseException | None = None
     try:
         # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
         stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers, shard=shard)
-        where = stream.where
+        where, identity = stream.where, stream.identity
 
-        def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
             return _count_chunk(chunk, num_classes, ignore_index, presence, stream.where)
 
         # Chunks are read and moved to the device in this thread; only counting runs in the pool.
         chunks = stream.chunks if hasher is None else _hashed(stream.chunks, hasher)
         on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in chunks)
-        for chunk_counts, chunk_pixels, chunk_images in _ordered_map(work, on_device, workers):
+        for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, workers):
             counts += chunk_counts
             if image_pixels is not None and chunk_pixels is not None:
                 image_pixels += chunk_pixels
             images += chunk_images
+            labels += chunk_labels
             if progress is not None:
                 progress(images, stream.total)
     except Exception as exc:  # with other ranks waiting in all_reduce, an error must reach them first
@@ -201,17 +230,17 @@ def count_label_stats(
         failure = exc
     hashed = None if hasher is None else hasher.finish()
     if shard is not None:
-        counts, image_pixels, images, hashed = _reduce_across_ranks(counts, image_pixels, images, hashed, failure)
+        counts, image_pixels, images, labels, hashed = _reduce_across_ranks(counts, image_pixels, images, labels, hashed, failure)
         if shard.world > 1:
             where = f"{where} (all {shard.world} ranks)"
     digest = None if hashed is None else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images)
 
-    if images == 0:
+    if labels == 0:  # no samples, or samples that hold no labels
         raise ClassWeightError(f"Expected at least one label, but {where} is empty")
     total = int(counts.sum())
     if total == 0:
         raise ClassWeightError(f"Expected at least one label to count, but every label in {where} equals ignore_index={ignore_index}")
-    return LabelStats(counts, image_pixels, images, total, digest)
+    return LabelStats(counts, image_pixels, images, total, digest, identity)
 
 
 # --------------------------------------------------------- distributed ----
@@ -230,14 +259,15 @@ def _process_group_shard(block_bytes: int | None) -> Shard:
 
 
 def _reduce_across_ranks(
-    counts: torch.Tensor, image_pixels: torch.Tensor | None, images: int, hashed: _LabelHasher | None, failure: BaseException | None
-) -> tuple[torch.Tensor, torch.Tensor | None, int, _LabelHasher | None]:
+    counts: torch.Tensor, image_pixels: torch.Tensor | None, images: int, labels: int, hashed: _LabelHasher | None,
+    failure: BaseException | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, int, int, _LabelHasher | None]:
     """Sum this rank's statistics with every other rank's; raise on all ranks if any rank failed."""
     import torch.distributed as dist
 
     c = counts.numel()
     parts = [counts, image_pixels if image_pixels is not None else torch.zeros(0, dtype=torch.int64),
-             torch.tensor([images, failure is not None], dtype=torch.int64)]  # fmt: skip
+             torch.tensor([labels, images, failure is not None], dtype=torch.int64)]  # fmt: skip
     packed = torch.cat(parts)
     if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
         packed = packed.to(torch.device("cuda", torch.cuda.current_device()))
@@ -257,7 +287,7 @@ def _reduce_across_ranks(
         hashed.blocks = [block for blocks, _, _ in shards for block in blocks]
         hashed.dtype, hashed.per_sample = next(((d, p) for _, d, p in shards if d is not None), (None, None))
     pixels = packed[c : 2 * c] if image_pixels is not None else None
-    return packed[:c], pixels, int(packed[-2]), hashed
+    return packed[:c], pixels, int(packed[-2]), int(packed[-3]), hashed
 
 
 # --------------------------------------------------------- fingerprint ----
@@ -331,26 +361,28 @@ def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:
 # ------------------------------------------------------------- helpers ----
 
 
-def _check_num_classes(num_classes: Any) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ClassWeightError(f"Expected `num_classes` to be a positive integer, but got {num_classes!r}")
-
-
 def _resolve_device(device: str | torch.device | None, source: Any) -> torch.device:
     if device is None:
-        return source.device if isinstance(source, torch.Tensor) else torch.device("cpu")
+        if not isinstance(source, torch.Tensor) or source.is_meta:  # a meta tensor is refused when it is read
+            return torch.device("cpu")
+        return source.device
     try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ClassWeightError(f"Expected `device` to be a torch device such as 'cpu' or 'cuda', but got {device!r} ({exc})") from None
+        target = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ClassWeightError(f"Expected `device` to be a torch device such as 'cpu' or 'cuda', but got {shown(device)} ({exc})") from None
+    if target.type == "meta":
+        raise ClassWeightError(f"Expected `device` to be a device that holds data, but got {shown(device)}")
+    try:  # a device this build or machine lacks fails here, not halfway through the data
+        torch.empty(0, device=target)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError or others per backend
+        raise ClassWeightError(f"Expected `device` to be available, but {device!r} is not: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+    return target
 
 
 def _resolve_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1))
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-        raise ClassWeightError(f"Expected `num_threads` to be a positive integer or None, but got {num_threads!r}")
-    return num_threads
+    return check_positive_int(num_threads, "num_threads", maximum=MAX_THREADS, allow_none=True) or 1
 
 
 def _ordered_map(fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], workers: int) -> Iterator[_R]:
@@ -381,8 +413,7 @@ def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
 def _to_tensor(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> torch.Tensor:
     data = chunk.data
     if isinstance(data, np.ndarray):
-        if data.dtype.kind not in "biuf":
-            raise ClassWeightError(f"{where}: expected integer labels, but got an array of dtype {data.dtype}")
+        check_label_dtype(data.dtype, where)
         if not data.dtype.isnative:  # big-endian files: torch reads native byte order only
             data = data.astype(data.dtype.newbyteorder("="))
         if data.dtype.kind == "u" and data.dtype.itemsize > 1:
@@ -434,7 +465,13 @@ def _as_labels(x: torch.Tensor, start: int, num_classes: int, where: str) -> tor
     if x.dtype in (torch.uint16, torch.uint32):
         return x.to(torch.int64)
     if x.dtype == torch.uint64:
-        return x.to(torch.int64).masked_fill(x > np.iinfo(np.int64).max, np.iinfo(np.int64).max)
+        # torch has few kernels for uint64; a value past the int64 maximum has its top bit set, so its int64 view is negative
+        signed = x.view(torch.int64)
+        big = signed.reshape(-1) < 0
+        if bool(big.any()):
+            i = int(big.nonzero()[0])
+            raise _out_of_range(int(signed.reshape(-1)[i]) + (1 << 64), start + i, num_classes, where)
+        return signed
     raise ClassWeightError(f"{where}: expected integer labels, but got dtype {str(x.dtype).replace('torch.', '')}")
 
 
@@ -444,17 +481,18 @@ def _count_chunk(
     ignore_index: int | None,
     presence: bool,
     where: str,
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+    """Counts, image pixels (with ``presence``), samples and labels of one chunk."""
     x = _as_labels(chunk.data, chunk.start, num_classes, where)
     images, per_image = x.shape
     if x.numel() == 0:
         empty = torch.zeros(num_classes, dtype=torch.int64)
-        return empty, (empty.clone() if presence else None), images
+        return empty, (empty.clone() if presence else None), images, 0
     flat = x.reshape(-1)
     if not presence and flat.dtype in (torch.uint8, torch.int8) and flat.device.type == "cpu":
         counts = _count_bytes(flat, num_classes, ignore_index)
         if counts is not None:
-            return counts, None, images
+            return counts, None, images, flat.numel()
         # else: some label is out of range; the general path below finds and reports it
 
     keep: torch.Tensor | None = None
@@ -478,19 +516,37 @@ def _count_chunk(
         counts = torch.bincount(values, minlength=num_classes)
         if drop_bin is not None:
             counts[drop_bin] = 0
-        return counts.cpu(), None, images
+        return counts.cpu(), None, images, flat.numel()
 
     # Per-image histogram: bin (row * C + label), so one bincount gives [images, C].
     rows = torch.arange(images, device=flat.device).repeat_interleave(per_image)
     ids = rows * num_classes + flat.to(torch.int64)
     if keep is not None:
         ids = ids[keep]
+    if images * num_classes > 4 * flat.numel() + _DENSE_PRESENCE:
+        # Many samples of few labels (1-D labels) and many classes: a dense [images, C] table would dwarf
+        # the chunk, so count only the (sample, class) pairs that occur.
+        counts, image_pixels = _sparse_presence(ids, images, num_classes, drop_bin)
+        return counts.cpu(), image_pixels.cpu(), images, flat.numel()
     per_image_counts = torch.bincount(ids, minlength=images * num_classes).view(images, num_classes)
     if drop_bin is not None:
         per_image_counts[:, drop_bin] = 0
     totals = per_image_counts.sum(dim=1, keepdim=True)
     image_pixels = ((per_image_counts > 0) * totals).sum(dim=0)
-    return per_image_counts.sum(dim=0).cpu(), image_pixels.cpu(), images
+    return per_image_counts.sum(dim=0).cpu(), image_pixels.cpu(), images, flat.numel()
+
+
+def _sparse_presence(ids: torch.Tensor, images: int, num_classes: int, drop_bin: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Counts and image pixels from the ids ``row * C + label``, in memory proportional to the labels."""
+    pairs, occurrences = torch.unique(ids, return_counts=True)
+    rows, classes = pairs // num_classes, pairs % num_classes
+    if drop_bin is not None:
+        kept = classes != drop_bin
+        rows, classes, occurrences = rows[kept], classes[kept], occurrences[kept]
+    totals = torch.zeros(images, dtype=torch.int64, device=ids.device).index_add_(0, rows, occurrences)
+    counts = torch.zeros(num_classes, dtype=torch.int64, device=ids.device).index_add_(0, classes, occurrences)
+    image_pixels = torch.zeros(num_classes, dtype=torch.int64, device=ids.device).index_add_(0, classes, totals[rows])
+    return counts, image_pixels
 
 
 # ----------------------------------------------------- one-byte labels ----

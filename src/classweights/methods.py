@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from ._checks import (
+    MAX_CLASSES,
+    as_float,
+    check_dense_tensor,
+    check_finite,
+    check_flag,
+    check_ignore_index,
+    check_real,
+    shown,
+)
 from ._errors import ClassWeightError
 
 WeightMethod = Callable[..., torch.Tensor]
@@ -65,7 +74,7 @@ def register_method(name: str, fn: WeightMethod | None = None, *, overwrite: boo
 def get_method(method: str) -> WeightMethod:
     """The registered function called ``method``, or a :class:`ClassWeightError` listing the names."""
     if not isinstance(method, str) or method not in METHODS:
-        raise ClassWeightError(f"Expected `method` to be one of {sorted(METHODS)}, but got {method!r}")
+        raise ClassWeightError(f"Expected `method` to be one of {sorted(METHODS)}, but got {shown(method)}")
     return METHODS[method]
 
 
@@ -134,10 +143,11 @@ def enet(counts: torch.Tensor, *, smooth: float, c: float = 1.02) -> torch.Tenso
     Semantic Segmentation". ``c = 1.02`` bounds the weights to ``[1/ln(1+c), 1/ln(c)]``
     (about 1.42 to 50.5).
     """
-    if not (_is_real(c) and math.isfinite(c) and c > 1):
-        raise ClassWeightError(f"Expected `c` for 'enet' to be a number > 1, but got {c!r}")
+    value = as_float(c)
+    if value is None or not math.isfinite(value) or value <= 1:
+        raise ClassWeightError(f"Expected `c` for 'enet' to be a number > 1, but got {shown(c)}")
     smoothed = counts + smooth
-    return 1.0 / torch.log(c + smoothed / smoothed.sum())
+    return 1.0 / torch.log(value + smoothed / smoothed.sum())
 
 
 @register_method("median_frequency")
@@ -175,8 +185,10 @@ def effective_number(counts: torch.Tensor, *, smooth: float, beta: float = 0.999
     ``beta = 0.9999`` suits sample counts; for pixel counts in the millions,
     pass a ``beta`` closer to 1 (e.g. ``0.9999999``).
     """
-    if not (_is_real(beta) and 0 <= beta < 1):
-        raise ClassWeightError(f"Expected `beta` for 'effective_number' to be in [0, 1), but got {beta!r}")
+    value = as_float(beta)
+    if value is None or not 0 <= value < 1:
+        raise ClassWeightError(f"Expected `beta` for 'effective_number' to be in [0, 1), but got {shown(beta)}")
+    beta = value
     return (1.0 - beta) / -torch.expm1((counts + smooth) * math.log(beta)) if beta > 0 else torch.ones_like(counts)
 
 
@@ -212,7 +224,11 @@ def weights_from_counts(
             ``median_frequency``.
 
     Returns:
-        float32 tensor ``[C]``: finite and positive.
+        float32 tensor ``[C]``: finite and positive (0 only at ``ignore_index``).
+        The weights are computed in float64; a weight that float32 cannot hold
+        (it would round to 0, switching its class off, or overflow to inf) is a
+        :class:`~classweights.ClassWeightError` naming the class; ``clip``
+        avoids it by capping the ratio of the largest to the smallest weight.
 
     Example:
         >>> spec_counts = [19081814, 154289, 154457, 153994, 155609,
@@ -224,41 +240,72 @@ def weights_from_counts(
     n = _as_float64(counts, "counts")
     if n.ndim != 1 or n.numel() == 0:
         raise ClassWeightError(f"Expected `counts` to be a non-empty 1-D sequence, but got shape {list(n.shape)}")
+    if n.numel() > MAX_CLASSES:
+        raise ClassWeightError(f"Expected at most MAX_CLASSES={MAX_CLASSES} counts, but got {n.numel()}")
     if not bool(torch.isfinite(n).all()) or bool((n < 0).any()):
         i = int((~torch.isfinite(n) | (n < 0)).nonzero()[0])
         raise ClassWeightError(f"Expected every count to be finite and >= 0, but class {i} has count {float(n[i])!r}")
-    if not _is_real(smooth) or not math.isfinite(smooth) or smooth < 0:
+    smooth = check_finite(smooth, "smooth", "a finite number >= 0")
+    if smooth < 0:
         raise ClassWeightError(f"Expected `smooth` to be a finite number >= 0, but got {smooth!r}")
-    if clip is not None and not (_is_real(clip) and clip >= 1):
+    if clip is not None and check_real(clip, "clip", "None or a number >= 1") < 1:
         raise ClassWeightError(f"Expected `clip` to be None or a number >= 1, but got {clip!r}")
+    clip = None if clip is None else float(clip)
+    normalize = check_flag(normalize, "normalize")
+    ignore_index = check_ignore_index(ignore_index)
     function = check_method(method, method_params)
+    classes = torch.arange(n.numel())
     if ignore_index is not None and 0 <= ignore_index < n.numel():
         if n.numel() == 1:
             raise ClassWeightError(f"Expected a class besides ignore_index={ignore_index}, but there is only one class")
-        keep = torch.arange(n.numel()) != ignore_index
+        keep = classes != ignore_index
         params = {k: (_as_float64(v, k)[keep] if k == "image_pixels" and v is not None else v) for k, v in method_params.items()}
-        kept = weights_from_counts(n[keep], method, smooth=smooth, normalize=normalize, clip=clip, **params)
-        return torch.zeros(n.numel(), dtype=torch.float32).masked_scatter(keep, kept)
+        weights = torch.zeros(n.numel(), dtype=torch.float64)
+        weights[keep] = _weigh(function, method, n[keep], classes[keep], smooth, normalize, clip, params)
+    else:
+        keep = torch.ones(n.numel(), dtype=torch.bool)
+        weights = _weigh(function, method, n, classes, smooth, normalize, clip, method_params)
+    return _as_float32(weights, keep, method)
+
+
+def _weigh(function: WeightMethod, method: str, n: torch.Tensor, classes: torch.Tensor, smooth: float, normalize: bool,
+           clip: float | None, params: Mapping[str, Any]) -> torch.Tensor:  # fmt: skip
+    """The method's float64 weights of the classes ``classes`` (their counts ``n``), filled, clipped and normalised."""
     if method != "uniform" and float((n + smooth).sum()) == 0:
         raise ClassWeightError("Expected at least one non-zero count (or smooth > 0), but every count is 0")
-
-    weights = function(n, smooth=float(smooth), **method_params).to(torch.float64)
-    weights = _fill_zero_count_classes(weights, n, method)
+    weights = function(n, smooth=smooth, **params).to(torch.float64)
+    weights = _fill_zero_count_classes(weights, n, method, classes)
     if clip is not None:
         weights = weights.clamp(min=float(weights.max()) / clip)
     if normalize:
         weights = weights * (n.numel() / weights.sum())
-    return weights.to(torch.float32)
+    return weights
 
 
-def _fill_zero_count_classes(weights: torch.Tensor, counts: torch.Tensor, method: str) -> torch.Tensor:
+def _as_float32(weights: torch.Tensor, keep: torch.Tensor, method: str) -> torch.Tensor:
+    """Cast to float32, refusing a weight that must be positive but is not, or that float32 cannot hold."""
+    single = weights.to(torch.float32)
+    bad = keep & (~torch.isfinite(weights) | (weights <= 0) | (single == 0) | ~torch.isfinite(single))
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ClassWeightError(
+            f"Expected the weight of class {i} to be a positive float32, but {method!r} gives {float(weights[i])!r} "
+            f"(float32: {float(single[i])!r}); the counts span too wide a range: pass clip= to cap the ratio of the weights"
+        )
+    return single
+
+
+def _fill_zero_count_classes(weights: torch.Tensor, counts: torch.Tensor, method: str, classes: torch.Tensor) -> torch.Tensor:
     """Apply the zero-count policy and reject anything else that is not finite and positive."""
     if weights.shape != counts.shape:
         raise ClassWeightError(f"method {method!r} returned shape {list(weights.shape)}, expected {list(counts.shape)}")
     invalid = ~torch.isfinite(weights) | (weights <= 0)
     if bool((invalid & (counts > 0)).any()):
         i = int((invalid & (counts > 0)).nonzero()[0])
-        raise ClassWeightError(f"method {method!r} gave weight {float(weights[i])!r} for class {i} (count {int(counts[i])}); expected a finite positive number")
+        raise ClassWeightError(
+            f"method {method!r} gave weight {float(weights[i])!r} for class {int(classes[i])} (count {float(counts[i]):g}); "
+            "expected a finite positive number"
+        )
     if bool(invalid.any()):
         if bool(invalid.all()):
             raise ClassWeightError(f"method {method!r} could not weigh any class; expected at least one non-zero count")
@@ -266,15 +313,17 @@ def _fill_zero_count_classes(weights: torch.Tensor, counts: torch.Tensor, method
     return weights
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-
-
 def _as_float64(values: Any, name: str) -> torch.Tensor:
+    """``values`` as a float64 CPU tensor; tensors of any real dtype (uint64 too), arrays and sequences."""
+    if isinstance(values, torch.Tensor):
+        check_dense_tensor(values, f"`{name}`")
+        return values.detach().cpu().to(torch.float64)  # complex and quantized tensors were refused above
+    if isinstance(values, np.ma.MaskedArray):
+        raise ClassWeightError(f"Expected `{name}` to be a plain sequence of numbers, but got a masked array")
     try:
-        tensor = torch.as_tensor(np.asarray(values.cpu() if isinstance(values, torch.Tensor) else values))
-    except (TypeError, ValueError, RuntimeError) as exc:
+        array = np.asarray(values)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
         raise ClassWeightError(f"Expected `{name}` to be a sequence of numbers, but got {type(values).__name__} ({exc})") from None
-    if not (tensor.dtype.is_floating_point or tensor.dtype in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)):
-        raise ClassWeightError(f"Expected `{name}` to be numeric, but got dtype {tensor.dtype}")
-    return tensor.to(torch.float64)
+    if array.dtype.kind not in "biuf":  # object (ragged, huge ints), strings, complex, dates
+        raise ClassWeightError(f"Expected `{name}` to be numeric, but got dtype {array.dtype}")
+    return torch.from_numpy(array.astype(np.float64))
