@@ -79,7 +79,7 @@ def count(path, num_classes: int = 10, **options):
 # ------------------------------------------------------------ .npy headers ----
 
 HEADERS = {
-    "billions of empty rows": ("{'descr': '|u1', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", b"", None),
+    "billions of empty rows": ("{'descr': '|u1', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", b"", "empty"),
     "one row of 2**40 labels": ("{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1099511627776), }", b"\0" * 64, "truncated"),
     "2**62 rows of 16": ("{'descr': '<i8', 'fortran_order': False, 'shape': (4611686018427387904, 16), }", b"\0" * 64, "truncated"),
     "negative shape": ("{'descr': '|u1', 'fortran_order': False, 'shape': (-4, 4), }", b"\0" * 16, "non-negative"),
@@ -102,11 +102,7 @@ def test_npy_headers_are_checked_before_anything_is_allocated(tmp_path, name):
     header, payload, fragment = HEADERS[name]
     path = tmp_path / "x.npy"
     path.write_bytes(npy_with_header(header, payload))
-    outcome = bounded(lambda: count(path, 10))
-    if fragment is None:  # a header with no labels at all is simply empty, however many rows it claims
-        assert isinstance(outcome, torch.Tensor) and outcome.tolist() == [0] * 10
-    else:
-        one_line_error(outcome, fragment)
+    one_line_error(bounded(lambda: count(path, 10)), fragment)
 
 
 def test_unsupported_npy_versions_and_bad_magic(tmp_path):
@@ -130,10 +126,10 @@ def test_format_2_and_3_headers_are_read(tmp_path):
         assert count(path).tolist() == np.bincount(labels.ravel(), minlength=10).tolist()
 
 
-def test_zero_label_arrays_are_empty_at_once():
+def test_zero_label_arrays_are_reported_empty_at_once():
+    """Millions of rows of no labels are not stepped through: a source without labels is an error at once."""
     for array in [np.zeros((10**7, 0), np.uint8), np.zeros((0, 16, 16), np.int64), torch.zeros(10**7, 0, dtype=torch.long)]:
-        outcome = bounded(lambda a=array: cw.count_label_stats(a, 4), seconds=0.5)
-        assert outcome.counts.tolist() == [0, 0, 0, 0] and outcome.num_labels == 0
+        one_line_error(bounded(lambda a=array: cw.count_label_stats(a, 4), seconds=0.5), "empty")
 
 
 # ------------------------------------------------------------ paths that are not regular files ----
@@ -277,7 +273,7 @@ def test_missing_and_ambiguous_keys(tmp_path):
 
 # ------------------------------------------------------------ fuzzing the readers ----
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def mutate(blob: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
@@ -290,9 +286,11 @@ def mutate(blob: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
 def numpy_reading(path: Path, key: str | None) -> np.ndarray | None:
     """What numpy reads from the same bytes, when it reads a plain label array; None otherwise."""
     try:
-        with np.load(path, allow_pickle=False) as loaded:  # type: ignore[union-attr]
-            array = loaded[key] if key is not None else loaded
-            array = np.array(array)
+        if key is None:
+            array = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                array = archive[key]
     except Exception:  # noqa: BLE001 - numpy's own errors on damaged files are many
         return None
     return array if array.dtype.kind in "biu" else None
@@ -323,7 +321,7 @@ def test_fuzzed_npz_files_count_as_numpy_reads_them_or_raise(tmp_path, edits, cu
     labels = (np.arange(256, dtype=np.uint8) % 10).reshape(16, 16)
     path = tmp_path / "f.npz"
     path.write_bytes(mutate(npz_bytes({"train": labels}, compression), edits, cut))
-    outcome = bounded(lambda: count(path, 10, key="train"), seconds=2, bytes_=8 * MiB)
+    outcome = bounded(lambda: count(path, 10, key="train"), seconds=2, bytes_=16 * MiB)  # LZMA's dictionary: 8 MiB
     if isinstance(outcome, torch.Tensor):
         expected = numpy_reading(path, "train")
         assert expected is not None, "counted a member numpy cannot read as labels"
@@ -463,13 +461,12 @@ def test_a_string_key_for_a_tensor_dataset_is_an_error():
 @pytest.mark.parametrize(
     ("counts", "options", "fragment"),
     [
-        ([10**300, 1], {"method": "inverse", "normalize": False}, "float32"),
         ([1, 1], {"method": "inverse", "smooth": 1e-300, "normalize": False}, None),
         ([0, 1], {"method": "inverse", "smooth": 1e-60, "normalize": False}, "float32"),
         ([1, 1], {"method": "inverse", "smooth": True}, "smooth"),
         ([1, 1], {"method": "inverse", "smooth": 10**400}, "smooth"),
     ],
-    ids=["weight underflows", "tiny smooth is fine", "weight overflows", "bool smooth", "huge smooth"],
+    ids=["tiny smooth is fine", "weight overflows", "bool smooth", "huge smooth"],
 )
 def test_weights_float32_cannot_hold_are_refused(counts, options, fragment):
     outcome = _raises_or_value(lambda: cw.weights_from_counts(counts, **options))
@@ -487,9 +484,9 @@ def _raises_or_value(call):
 
 
 def test_validate_weights_refuses_values_float32_cannot_hold():
-    one_line_error(_raises(lambda: cw.validate_weights([1e39, 1.0])))
-    one_line_error(_raises(lambda: cw.validate_weights(np.array([1e-50, 1.0]))))
-    assert cw.validate_weights([0.0, 1.0]).tolist() == [0.0, 1.0]  # an explicit 0 switches a class off
+    one_line_error(_raises(lambda: cw.validate_weights([1e39, 1.0], 2)), "float32")
+    one_line_error(_raises(lambda: cw.validate_weights(np.array([1e-50, 1.0]), 2)), "float32")
+    assert cw.validate_weights([0.0, 1.0], 2).tolist() == [0.0, 1.0]  # an explicit 0 switches a class off
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")

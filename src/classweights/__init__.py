@@ -17,6 +17,7 @@ Example:
 from ._checks import MAX_CLASSES
 from ._errors import ClassWeightError
 from .counting import LabelStats, count_label_stats, count_labels
+from .files import LabelFile, read_labels
 from .methods import METHODS, register_method, weights_from_counts
 from .pipeline import compute_class_weights, count_and_weigh
 from .storage import load_class_weights, save_class_weights
@@ -28,12 +29,14 @@ __all__ = [
     "MAX_CLASSES",
     "METHODS",
     "ClassWeightError",
+    "LabelFile",
     "LabelStats",
     "compute_class_weights",
     "count_and_weigh",
     "count_label_stats",
     "count_labels",
     "load_class_weights",
+    "read_labels",
     "register_method",
     "save_class_weights",
     "validate_weights",

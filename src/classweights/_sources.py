@@ -57,6 +57,9 @@ class Stream:
     where: str
     sharded: bool = False  # True if only this rank's shard of the samples is read
     identity: FileIdentity | None = None  # (dev, inode, size, mtime_ns, ctime_ns) of the file read, if any
+    shape: tuple[int, ...] | None = None  # a file's array: its shape and dtype as stored (from the checked header)
+    dtype: np.dtype | None = None
+    member: str | None = None  # the .npz member read (its key)
 
 
 @dataclass(frozen=True)
@@ -279,9 +282,10 @@ def _npz_stream(file: _SourceFile, path: Path, key: str | int | None, chunk_size
     except _READ_ERRORS as exc:
         raise ClassWeightError(f"could not read {where}: {_one_line(exc)}") from None
     # The directory's sizes are claims: the reader allocates only as data arrives and never reads past them.
-    return _npy_stream(member, where, chunk_size, shard=shard, close=file.close, available=members[name].file_size,
-                       trusted=False, unreadable=f"could not read {where}", finish=file.check_unchanged,
-                       identity=file.identity)  # fmt: skip
+    stream = _npy_stream(member, where, chunk_size, shard=shard, close=file.close, available=members[name].file_size,
+                         trusted=False, unreadable=f"could not read {where}", finish=file.check_unchanged,
+                         identity=file.identity)  # fmt: skip
+    return dataclasses.replace(stream, member=name)
 
 
 _ZIP_STEP = 1 << 16  # compressed bytes decompressed at a time
@@ -301,14 +305,19 @@ class _ZipMember(io.RawIOBase):
 
     def __init__(self, file: BinaryIO, info: zipfile.ZipInfo, where: str) -> None:
         super().__init__()
-        if info.flag_bits & 0x1:
+        if info.flag_bits & 0x41:  # bits 0 and 6: encrypted
             raise ClassWeightError(f"could not read {where}: it is encrypted (expected a plain .npz member)")
+        if info.flag_bits & 0x20:  # bit 5: patch data, which needs a file to patch
+            raise ClassWeightError(f"could not read {where}: it holds compressed patch data (expected a plain .npz member)")
         self._file, self._where = file, where
         file.seek(info.header_offset)
         local = _read_up_to(file, 30)
         if len(local) < 30 or local[:4] != b"PK\x03\x04":
             raise ClassWeightError(f"could not read {where}: its local header is damaged")
         name_length, extra_length = struct.unpack("<HH", local[26:30])
+        name = _read_up_to(file, name_length)
+        if name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace") != info.orig_filename:
+            raise ClassWeightError(f"could not read {where}: its local header names another file (a damaged archive)")
         self._position = info.header_offset + 30 + name_length + extra_length
         self._compressed_left = info.compress_size
         self._left, self._crc, self._expected_crc = info.file_size, 0, info.CRC
@@ -431,7 +440,7 @@ def _npy_stream(
                 f"{where} holds {present} bytes of data, but its header (shape {list(shape)}, dtype {dtype}) describes {payload}; expected exactly that many"
             )
         if payload == 0:  # no labels at all, however many rows the header claims: never step through them
-            return Stream(_finished(finish, close), 0, where, sharded=shard is not None, identity=identity)
+            return Stream(_finished(finish, close), 0, where, sharded=shard is not None, identity=identity, shape=shape, dtype=dtype)
         if header.fortran_order and len(shape) > 1:
             buffer, filled = _read_into_buffer(handle, payload, trusted)
             if filled < payload:
@@ -440,7 +449,7 @@ def _npy_stream(
                 finish()
             close()
             stream = _array_stream(buffer.view(dtype).reshape(shape, order="F"), chunk_size, where=where, shard=shard)
-            return dataclasses.replace(stream, identity=identity)
+            return dataclasses.replace(stream, identity=identity, shape=shape, dtype=dtype)
     except ClassWeightError:
         close()
         raise
@@ -472,7 +481,7 @@ def _npy_stream(
         finally:
             close()
 
-    return Stream(chunks(), end - first, where, sharded=shard is not None, identity=identity)
+    return Stream(chunks(), end - first, where, sharded=shard is not None, identity=identity, shape=shape, dtype=dtype)
 
 
 def _finished(finish: Callable[[], None] | None, close: Callable[[], None]) -> Iterator[Chunk]:

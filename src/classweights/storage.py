@@ -189,14 +189,19 @@ def save_class_weights(weights: Any, path: str | os.PathLike[str], **metadata: A
 
 @overload
 def load_class_weights(path: str | os.PathLike[str], *, num_classes: int | None = ..., with_metadata: Literal[False] = ...,
-                       require_checksum: bool = ...) -> torch.Tensor: ...  # fmt: skip
+                       require_checksum: bool = ..., follow_symlinks: bool = ...) -> torch.Tensor: ...  # fmt: skip
 @overload
 def load_class_weights(path: str | os.PathLike[str], *, num_classes: int | None = ..., with_metadata: Literal[True],
-                       require_checksum: bool = ...) -> tuple[torch.Tensor, dict[str, Any]]: ...  # fmt: skip
+                       require_checksum: bool = ..., follow_symlinks: bool = ...) -> tuple[torch.Tensor, dict[str, Any]]: ...  # fmt: skip
 
 
 def load_class_weights(
-    path: str | os.PathLike[str], *, num_classes: int | None = None, with_metadata: bool = False, require_checksum: bool = False
+    path: str | os.PathLike[str],
+    *,
+    num_classes: int | None = None,
+    with_metadata: bool = False,
+    require_checksum: bool = False,
+    follow_symlinks: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Any]]:
     """Load weights saved by :func:`save_class_weights`, or a legacy ``.pth`` file.
 
@@ -210,6 +215,8 @@ def load_class_weights(
             ``.pth`` file): use it for files only programs write, such as
             caches. By default a file without one is accepted, since a file
             edited by hand must drop it; a wrong one is refused either way.
+        follow_symlinks: with False, a symbolic link is refused instead of
+            followed (for files in a folder others may write, such as caches).
 
     Returns:
         float32 tensor ``[C]``, validated; or ``(weights, metadata)``.
@@ -223,8 +230,9 @@ def load_class_weights(
         num_classes = check_num_classes(num_classes)
     with_metadata = check_flag(with_metadata, "with_metadata")
     require_checksum = check_flag(require_checksum, "require_checksum")
+    follow_symlinks = check_flag(follow_symlinks, "follow_symlinks")
     file = Path(path)
-    raw = _read_small(file, MAX_WEIGHTS_FILE_BYTES, True, what="a class-weights file", existing="a class-weights file")
+    raw = _read_small(file, MAX_WEIGHTS_FILE_BYTES, follow_symlinks, what="a class-weights file", existing="a class-weights file")
     if raw[:2] == b"PK" or raw[:1] == b"\x80":  # torch zip archive or raw pickle
         if require_checksum:
             raise ClassWeightError(f"{str(file)!r} is a torch file, which has no checksum; expected a JSON weights file with \"sha256\"")
