@@ -461,12 +461,13 @@ def test_a_string_key_for_a_tensor_dataset_is_an_error():
 @pytest.mark.parametrize(
     ("counts", "options", "fragment"),
     [
+        ([1e300, 1.0], {"method": "inverse"}, "float32"),
         ([1, 1], {"method": "inverse", "smooth": 1e-300, "normalize": False}, None),
         ([0, 1], {"method": "inverse", "smooth": 1e-60, "normalize": False}, "float32"),
         ([1, 1], {"method": "inverse", "smooth": True}, "smooth"),
         ([1, 1], {"method": "inverse", "smooth": 10**400}, "smooth"),
     ],
-    ids=["tiny smooth is fine", "weight overflows", "bool smooth", "huge smooth"],
+    ids=["float counts far apart", "tiny smooth is fine", "weight overflows", "bool smooth", "huge smooth"],
 )
 def test_weights_float32_cannot_hold_are_refused(counts, options, fragment):
     outcome = _raises_or_value(lambda: cw.weights_from_counts(counts, **options))

@@ -173,7 +173,8 @@ def test_p1_a_file_rewritten_in_its_quiet_period_is_rehashed(tmp_path):
     notes = arc_weights.DigestNotes(tmp_path / "c")
     stamp = arc_weights.FileStamp.of(path)
     notes.remember(stamp, None, "ab" * 32)
-    assert notes.lookup(stamp, None) is None  # written just now: not trusted yet
+    said: list[str] = []
+    assert notes.lookup(stamp, None, said.append) is None and not said  # written just now: not trusted yet
     labels_file(tmp_path, seed=1)
     assert arc_weights.FileStamp.of(path) != stamp
 
@@ -228,7 +229,9 @@ def test_p2_a_planted_digest_note_is_ignored(tmp_path, no_quiet_period):
     [note] = (cache_root() / "digests").glob("*.json")
     marker = tmp_path / "marker"
     note.write_bytes(pickle.dumps(Planted(marker)))
-    assert notes.lookup(stamp, None) is None and not marker.exists()
+    said: list[str] = []
+    assert notes.lookup(stamp, None, said.append) is None and not marker.exists()
+    assert len(said) == 1 and "damaged digest note" in said[0]
     assert json.loads(compute(path).stdout)["weights"] == pytest.approx(reference_weights(path))
 
 
@@ -725,10 +728,39 @@ def test_p9_cached_weights_are_validated_on_load(tmp_path, no_quiet_period):
     [cached] = cached_weight_files()
     record = json.loads(cached.read_text())
     record["weights"][3] = -1.0
-    record.pop("sha256")
-    cached.write_text(json.dumps(record))
+    cached.write_text(json.dumps(with_checksum(record)))
     result = compute(path)
     assert "weight of class 3 to be >= 0" in result.stderr and json.loads(result.stdout)["weights"] == pytest.approx(reference_weights(path))
+
+
+def with_checksum(record: dict) -> dict:
+    """``record`` with the checksum a program that writes the format would give it (the documented canonical JSON)."""
+    record = {k: v for k, v in record.items() if k != "sha256"}
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return {**record, "sha256": hashlib.sha256(canonical.encode()).hexdigest()}
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        (lambda r: r.pop("sha256"), "no \"sha256\" checksum"),
+        (lambda r: r.update(with_checksum({**r, "weights": [2.0] + r["weights"][1:]})), "do not follow from its counts"),
+        (lambda r: r["metadata"].update(counts=[c + 1 for c in r["metadata"]["counts"]]) or r.update(with_checksum(r)), "do not follow from its counts"),
+        (lambda r: r["metadata"].pop("counts") and r.update(with_checksum(r)), "lacks the counts"),
+    ],
+    ids=["no checksum", "forged weight, valid checksum", "forged counts, valid checksum", "no counts"],
+)
+def test_p3_a_cache_entry_is_trusted_only_with_its_checksum_and_consistent_weights(tmp_path, edit, reason, no_quiet_period):
+    path = labels_file(tmp_path)
+    assert compute(path).exit_code == 0
+    [cached] = cached_weight_files()
+    record = json.loads(cached.read_text())
+    edit(record)
+    cached.write_text(json.dumps(record))
+    result = compute(path)
+    assert result.exit_code == 0 and result.stderr.count("warning:") == 1 and reason in result.stderr, result.stderr
+    assert json.loads(result.stdout)["weights"] == pytest.approx(reference_weights(path))
+    assert load_class_weights(cached, require_checksum=True).tolist() == pytest.approx(reference_weights(path))  # replaced
 
 
 def test_sha_helper_is_stable():

@@ -380,3 +380,202 @@ def test_sigterm_stops_a_run_with_one_line_and_it_resumes(tiny_corpus, tmp_path)
     assert not list(out.rglob("*.tmp"))
     result = run("train", "--resume", out)
     assert result.exit_code == 0, result.output
+
+
+# ------------------------------------------- 3. the cache folder is untrusted ----
+
+
+@pytest.fixture
+def no_quiet_period(monkeypatch):
+    """Digest notes are written only for files left alone for 2 s; these tests use files they have just made."""
+    from arcvae import weights
+
+    monkeypatch.setattr(weights, "_QUIET_NS", -1)
+
+
+def cache_files(folder: str) -> list[Path]:
+    root = Path(os.environ["XDG_CACHE_HOME"]) / "arcvae" / folder
+    return sorted(root.iterdir()) if root.exists() else []
+
+
+def labels_npy(tmp_path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=(300, 16, 16), dtype=np.uint8)
+    labels[rng.random(labels.shape) < 0.9] = 0
+    path = tmp_path / "labels.npy"
+    np.save(path, labels)
+    return path
+
+
+def weights_of(path: Path, method: str = "sqrt_inverse") -> list[float]:
+    import classweights
+
+    return classweights.compute_class_weights(path, 10, method=method, smooth=1.0).tolist()
+
+
+def plant(target: Path, kind: str) -> None:
+    """Replace a cache file by something hostile."""
+    target.unlink()
+    if kind == "deep JSON":
+        target.write_text("[" * 200_000 + "]" * 200_000)
+    elif kind == "FIFO":
+        os.mkfifo(target)
+    elif kind == "link to /dev/zero":
+        target.symlink_to("/dev/zero")
+    elif kind == "oversized":
+        with open(target, "wb") as handle:
+            handle.truncate(1 << 30)  # sparse: no disk used
+    elif kind == "directory":
+        target.mkdir()
+
+
+def in_thread(call, seconds: float = 60.0):
+    """``call()`` with a bound: a command blocked on a FIFO fails the test instead of hanging the suite."""
+    import threading
+
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still running after {seconds} s (blocked on a cache file?)"
+    return box[0]
+
+
+HOSTILE = ["deep JSON", "FIFO", "link to /dev/zero", "oversized", "directory"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and devices are POSIX")
+@pytest.mark.parametrize("folder", ["weights", "digests"])
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_a_hostile_cache_file_costs_one_warning_and_is_replaced(tmp_path, kind, folder, no_quiet_period):
+    data = labels_npy(tmp_path)
+    assert run("weights", "compute", data, "--json").exit_code == 0
+    [target] = cache_files(folder)
+    plant(target, kind)
+    result = in_thread(lambda: run("weights", "compute", data, "--json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["weights"] == pytest.approx(weights_of(data))
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and target.name in warnings[0], result.stderr
+    if kind != "directory":  # a folder cannot be replaced by a file (the one warning says so); anything else is
+        assert target.is_file() and not target.is_symlink() and target.stat().st_size < 10_000
+        again = in_thread(lambda: run("weights", "compute", data, "--json"))
+        assert again.exit_code == 0 and "warning" not in again.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and devices are POSIX")
+@pytest.mark.parametrize("kind", ["deep JSON", "FIFO", "link to /dev/zero"])
+def test_no_cache_reads_nothing_in_the_cache(tmp_path, kind, no_quiet_period):
+    data = labels_npy(tmp_path)
+    assert run("weights", "compute", data, "--json").exit_code == 0
+    for target in cache_files("weights") + cache_files("digests"):
+        plant(target, kind)
+    result = in_thread(lambda: run("weights", "compute", data, "--json", "--no-cache"))
+    assert result.exit_code == 0 and result.stderr == "", result.stderr
+    assert json.loads(result.stdout)["weights"] == pytest.approx(weights_of(data))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and devices are POSIX")
+@pytest.mark.parametrize("kind", ["deep JSON", "FIFO"])
+def test_training_with_a_hostile_cache(tiny_corpus, tmp_path, kind, no_quiet_period):
+    base = {"data": str(tiny_corpus), "overfit_batch": True, "quick_test": True, "epochs": 1}
+    trainer.train(TrainConfig(out=str(tmp_path / "a"), use_cached_weights=True, **base), quiet()[0])
+    for target in cache_files("weights") + cache_files("digests"):
+        plant(target, kind)
+    report, out = quiet()
+    in_thread(lambda: trainer.train(TrainConfig(out=str(tmp_path / "b"), use_cached_weights=True, **base), report))
+    assert out.getvalue().count("[WARNING]") == 1, out.getvalue()
+    report, out = quiet()
+    in_thread(lambda: trainer.train(TrainConfig(out=str(tmp_path / "c"), **base), report))  # without --use-cached-weights
+    assert "WARNING" not in out.getvalue()
+    first, second = (json.loads((tmp_path / name / "class_weights.json").read_text())["weights"] for name in "ab")
+    assert first == second
+
+
+# ----------------------------------------- 8. one content, one identity ----
+
+
+def corpus_with(path: Path, **members: np.ndarray) -> Path:
+    """An .npz written member by member (names given with their .npy suffix), as any zip tool could."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, array in members.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array)
+            archive.writestr(name.replace("__", "."), buffer.getvalue())
+    return path
+
+
+def train_digest(corpus: Path, out: Path) -> str:
+    trainer.train(TrainConfig(data=str(corpus), out=str(out), overfit_batch=True, quick_test=True, epochs=1), quiet()[0])
+    return json.loads((out / "class_weights.json").read_text())["metadata"]["data_digest"]
+
+
+def test_train_and_weights_compute_digest_the_same_content(tmp_path):
+    """An int64 corpus is digested as stored by both commands, so clearing the cache never orphans a run."""
+    import classweights
+
+    grids = np.random.default_rng(0).integers(0, 10, size=(3, 40, 16, 16))
+    grids[grids > 3] = 0
+    corpus = corpus_with(tmp_path / "wide.npz", train__npy=grids[0], val__npy=grids[1], test__npy=grids[2])
+    expected = classweights.count_label_stats(corpus, 10, key="train", fingerprint=True).fingerprint
+    assert run("weights", "compute", corpus, "--key", "train", "--json").exit_code == 0
+    [entry] = cache_files("weights")
+    assert json.loads(entry.read_text())["metadata"]["data_digest"] == expected
+    assert train_digest(corpus, tmp_path / "run") == expected
+
+
+def test_one_key_names_one_member_for_every_command(tmp_path):
+    """An .npz holding members 'train.npy' and 'train.npy.npy': key 'train' is the first for every command."""
+    import classweights
+
+    rng = np.random.default_rng(1)
+    first, other = (rng.integers(0, 10, size=(40, 16, 16), dtype=np.uint8) for _ in range(2))
+    corpus = corpus_with(tmp_path / "two.npz", train__npy=first, train__npy__npy=other, val__npy=first[:8], test__npy=first[:8])
+    digest_of_first = classweights.count_label_stats(first, 10, fingerprint=True).fingerprint
+    assert classweights.count_label_stats(corpus, 10, key="train", fingerprint=True).fingerprint == digest_of_first
+    assert (classweights.read_labels(corpus, key="train").labels == first).all()
+    assert (classweights.read_labels(corpus, key="train.npy").labels == other).all()  # the member named so, always
+    assert train_digest(corpus, tmp_path / "run") == digest_of_first
+
+
+# ------------------------------------ 9. what was read, not what the path says ----
+
+
+def replace_during_count(monkeypatch, data: Path, replacement: bytes) -> None:
+    """The file at ``data`` is atomically replaced just before the labels are read (after the stamp)."""
+    from arcvae import weights
+
+    real = weights.count_and_weigh
+
+    def racing(labels, *args, **kwargs):
+        temporary = data.with_suffix(".new.npy")
+        temporary.write_bytes(replacement)
+        os.replace(temporary, data)
+        return real(labels, *args, **kwargs)
+
+    monkeypatch.setattr(weights, "count_and_weigh", racing)
+
+
+@pytest.mark.parametrize("cache", ["--cache", "--no-cache"])
+def test_a_file_replaced_during_a_count_leaves_no_wrong_cache_entry(tmp_path, monkeypatch, cache, no_quiet_period):
+    data = labels_npy(tmp_path, seed=0)
+    original = data.read_bytes()
+    other_path = tmp_path / "other"
+    other_path.mkdir()
+    other = labels_npy(other_path, seed=1).read_bytes()
+    assert run("weights", "compute", data, "--json").exit_code == 0  # a note and an entry for the original
+    with monkeypatch.context() as patch:
+        replace_during_count(patch, data, other)
+        raced = run("weights", "compute", data, "--json", "--method", "inverse", cache)
+    if cache == "--cache":  # the noted digest is the original's, the labels read are not: refused
+        one_line_error(raced, "was replaced while it was being read")
+    else:  # nothing of the cache was read: the weights and their digest are the new file's
+        assert raced.exit_code == 0 and json.loads(raced.stdout)["weights"] == pytest.approx(weights_of(data, "inverse"))
+    temporary = tmp_path / "restore.npy"
+    temporary.write_bytes(original)
+    os.replace(temporary, data)  # the original content again, in a new file
+    result = run("weights", "compute", data, "--json", "--method", "inverse")
+    assert json.loads(result.stdout)["weights"] == pytest.approx(weights_of(data, "inverse"))

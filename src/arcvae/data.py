@@ -64,9 +64,6 @@ ARC_MAX_SIDE = 30
 # so it is independent of the stream that samples and augments grids.
 _TASK_SPLIT_STREAM = 1
 CORPUS_FORMAT_VERSION = 1
-# First bytes of a .npy file and of a zip archive (an .npz is a zip of .npy files).
-_NPY_MAGIC = b"\x93NUMPY"
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 # --------------------------------------------------------------------------- #
@@ -560,12 +557,6 @@ def arc_corpus(
 # --------------------------------------------------------------------------- #
 # Validation, saving and loading
 # --------------------------------------------------------------------------- #
-def _one_line(err: BaseException) -> str:
-    """``"TypeName: message"`` with all whitespace runs collapsed to single spaces."""
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def _validate_grids(array: np.ndarray, where: str) -> np.ndarray:
     """Check ``array`` is ``[N, 16, 16]`` (N >= 1) of integers 0-9 and return it as uint8.
 
@@ -647,42 +638,53 @@ def save_corpus(splits: Mapping[str, np.ndarray], path: str | os.PathLike[str]) 
     return target
 
 
-def _load_keys(path: str | os.PathLike[str], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Open the ``.npz`` at ``path`` once and return its ``keys``, each validated as uint8."""
+class Split(NamedTuple):
+    """One split of a corpus file, read once: the grids to train on and what the file holds."""
+
+    grids: np.ndarray  # uint8 [N, 16, 16], validated
+    stored: np.ndarray  # the same labels as stored in the file (dtype included): what its content digest covers
+    identity: tuple[int, int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) of the file read
+    read_ns: int  # time.time_ns() just before the file was opened
+
+
+def read_split(path: str | os.PathLike[str], key: str = "train") -> Split:
+    """Read one split through ``classweights.read_labels``, the reader counting uses, and validate it.
+
+    The same member is read, with the same checks, as when ``classweights``
+    counts the path with ``key``, so ``weights compute --key train`` and
+    ``train`` see one content with one digest.
+
+    Raises:
+        ArcvaeError: as :func:`load_split`.
+    """
+    return _read_keys(path, (key,))[key]
+
+
+def _read_keys(path: str | os.PathLike[str], keys: tuple[str, ...]) -> dict[str, Split]:
+    import time
+
+    import classweights  # imported here: it brings torch
+
     name = os.fspath(path)
     wanted = ", ".join(repr(k) for k in keys)
     label = f"key {wanted}" if len(keys) == 1 else f"keys {wanted}"
-    file = Path(name)
-    if not file.exists():
-        raise ArcvaeError(f"data file '{name}' does not exist (wanted {label})")
-    if not file.is_file():
-        raise ArcvaeError(f"data file '{name}' is not a file (wanted {label})")
-    unreadable = f"could not read '{name}' as a .npz file (wanted {label})"
-    try:
-        with open(file, "rb") as handle:
-            magic = handle.read(len(_NPY_MAGIC))
-        if magic.startswith(_NPY_MAGIC):
-            raise ArcvaeError(f"{unreadable}: it holds a single .npy array, not named splits")
-        if not magic.startswith(_ZIP_MAGIC):
-            what = "it is empty" if not magic else "it is not a zip archive"
-            raise ArcvaeError(f"{unreadable}: {what}")
-        data = np.load(file, allow_pickle=False)
-    except ArcvaeError:
-        raise
-    except Exception as err:
-        raise ArcvaeError(f"{unreadable}: {_one_line(err)}") from err
-    out = {}
-    with data:
-        available = ", ".join(repr(k) for k in data.files) or "none"
-        for key in keys:
-            if key not in data.files:
-                raise ArcvaeError(f"'{name}' has no key {key!r}; available keys: {available}")
-            try:
-                array = data[key]
-            except Exception as err:
-                raise ArcvaeError(f"could not read '{name}'[{key!r}] from the .npz file: {_one_line(err)}") from err
-            out[key] = _validate_grids(array, f"'{name}'[{key!r}]")
+    if not os.path.lexists(name):
+        raise ArcvaeError(f"data file {name!r} does not exist (wanted {label})")
+    out: dict[str, Split] = {}
+    for key in keys:
+        read_ns = time.time_ns()
+        try:
+            read = classweights.read_labels(name, key=key)
+        except classweights.ClassWeightError as err:  # the library's line, and what was wanted if it does not say
+            message = str(err)
+            raise ArcvaeError(message if repr(key) in message else f"{message} (wanted {label})") from None
+        where = f"{name!r}[{key!r}]"
+        out[key] = Split(_validate_grids(read.labels, where), read.labels, read.identity, read_ns)
     return out
+
+
+def _load_keys(path: str | os.PathLike[str], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return {key: split.grids for key, split in _read_keys(path, keys).items()}
 
 
 def load_split(path: str | os.PathLike[str], key: str = "train") -> np.ndarray:

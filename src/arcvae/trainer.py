@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,8 +268,13 @@ def _job(config: TrainConfig, report: Reporter, group: Dist, target: torch.devic
     chosen = group.broadcast(resolve_data_path(config, report) if group.is_main else None)
     data_path, cache_dir = chosen[0].resolve(), chosen[1]
     config.data = str(data_path)
-    stamp = FileStamp.of(data_path)  # before reading: a note of the content digest must describe what was read
-    full_train = corpus.load_split(data_path, "train")
+    train_split = corpus.read_split(data_path, "train")  # the grids, the labels as stored and the file they came from
+    full_train = train_split.grids
+
+    def digest(split: corpus.Split, key: str) -> str:
+        """The content digest of a split as stored (the one ``weights compute --key`` gives), noted per file read."""
+        return split_digest(split.stored, num_classes=config.num_colors, key=key, stamp=FileStamp.read(data_path, split.identity, split.read_ns),
+                            cache_dir=cache_dir, use_cache=config.use_cached_weights, warn=report.warn, group=group)  # fmt: skip
     train_grids, val_grids, batch, repeats = full_train, None, None, 0
     data_fingerprint: dict[str, str | None] = {"train": None, "val": None}
     if config.overfit_batch:
@@ -282,8 +288,9 @@ def _job(config: TrainConfig, report: Reporter, group: Dist, target: torch.devic
     else:
         if config.batch_size < group.world:
             raise ArcvaeError(f"--batch-size {config.batch_size} is smaller than the {group.world} processes; each needs at least one grid per batch")
-        val_grids = corpus.load_split(data_path, "val")
-        data_fingerprint["val"] = split_digest(val_grids, num_classes=config.num_colors, key="val", stamp=stamp, cache_dir=cache_dir, group=group)
+        val_split = corpus.read_split(data_path, "val")
+        val_grids = val_split.grids
+        data_fingerprint["val"] = digest(val_split, "val")
         if config.quick_test:
             train_grids, val_grids = full_train[: QUICK_TEST["train_samples"]], val_grids[: QUICK_TEST["val_samples"]]
         if group.enabled:  # each process: ceil(N / world) grids in batches of batch_size // world
@@ -300,12 +307,11 @@ def _job(config: TrainConfig, report: Reporter, group: Dist, target: torch.devic
     # -- class weights, from the FULL training split (also in overfit mode); a resumed run keeps its own
     if checkpoint is not None:
         weights = _checkpoint_weights(checkpoint, config, report)
-        data_fingerprint["train"] = split_digest(full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)
+        data_fingerprint["train"] = digest(train_split, "train")
         _check_same_data(run_dir, checkpoint, data_path, data_fingerprint)
     else:
-        weights = _class_weights(config, full_train, data_path, report, batch=batch, stamp=stamp, cache_dir=cache_dir, group=group)
-        data_fingerprint["train"] = weights.data_digest if weights is not None else split_digest(
-            full_train, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)  # fmt: skip
+        weights = _class_weights(config, train_split, data_path, report, batch=batch, digest=digest, cache_dir=cache_dir, group=group)
+        data_fingerprint["train"] = weights.data_digest if weights is not None else digest(train_split, "train")
 
     # -- the run folder: claimed and written (by rank 0) only once data and weights are known to be good
     if config.out is not None:
@@ -441,19 +447,19 @@ def _result_of(run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
                      dict(checkpoint.get("final") or {}), None if math.isinf(best) else best)  # fmt: skip
 
 
-def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path, report: Reporter, *, batch: torch.Tensor | None,
-                   stamp: FileStamp | None, cache_dir: Path | None, group: Dist = SINGLE) -> ClassWeights | None:  # fmt: skip
+def _class_weights(config: TrainConfig, train: corpus.Split, data_path: Path, report: Reporter, *, batch: torch.Tensor | None,
+                   digest: Callable[[corpus.Split, str], str], cache_dir: Path | None, group: Dist = SINGLE) -> ClassWeights | None:  # fmt: skip
     if not config.use_class_weights:
         if config.overfit_batch:
             report.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")
         return None
     if config.weights_source == "batch":
         assert batch is not None
-        return _batch_weights(config, train_grids, batch, report, stamp=stamp, cache_dir=cache_dir, group=group)
+        return _batch_weights(config, train, batch, report, digest=digest)
     overfit = config.overfit_batch
     report.section("[OVERFIT MODE] Computing class weights from FULL dataset..." if overfit else "Computing class weights...")
     report.print(f"Loading full dataset for class weight computation... ({data_path})")
-    total = len(train_grids)
+    total = len(train.grids)
     # One line per eighth of the split, as soon as the count has passed it: the same lines whatever the number of
     # threads, which decides how the counting is chunked (and so when it calls back).
     milestones = sorted({total * k // 8 for k in range(1, 9)} - {0})
@@ -467,9 +473,10 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
             report.print(f"  Processed {milestones.pop(0)}/{total} samples...")
 
     result = resolve_class_weights(
-        train_grids, key="train", num_classes=config.num_colors, method=config.weights_method,
+        train.stored, key="train", num_classes=config.num_colors, method=config.weights_method,
         smooth=config.weights_smooth, cache_dir=cache_dir, use_cache=config.use_cached_weights,
-        source=str(data_path), stamp=stamp, progress=None if group.enabled else progress, warn=report.warn, group=group,
+        source=str(data_path), stamp=FileStamp.read(data_path, train.identity, train.read_ns),
+        progress=None if group.enabled else progress, warn=report.warn, group=group,
     )  # fmt: skip
     if group.enabled and not result.from_cache:
         report.print(f"Counted {result.num_samples} samples in {group.world} shards, one per process (identical weights on every process: checked)")
@@ -492,20 +499,20 @@ def _class_weights(config: TrainConfig, train_grids: np.ndarray, data_path: Path
     return result
 
 
-def _batch_weights(config: TrainConfig, train_grids: np.ndarray, batch: torch.Tensor, report: Reporter,
-                   *, stamp: FileStamp | None, cache_dir: Path | None, group: Dist) -> ClassWeights:  # fmt: skip
+def _batch_weights(config: TrainConfig, train: corpus.Split, batch: torch.Tensor, report: Reporter,
+                   *, digest: Callable[[corpus.Split, str], str]) -> ClassWeights:  # fmt: skip
     """Weights from the overfit batch alone: the spec's counter-example to full-dataset weights (for studies)."""
     report.section("[OVERFIT MODE] Computing class weights from the SINGLE BATCH (not the full dataset)...")
     stats, weights = count_and_weigh(batch.cpu(), config.num_colors, config.weights_method, smooth=config.weights_smooth)
-    digest = split_digest(train_grids, num_classes=config.num_colors, key="train", stamp=stamp, cache_dir=cache_dir, group=group)
-    fingerprint = weights_fingerprint(digest, key=f"train[:{len(batch)}]", num_classes=config.num_colors, method=config.weights_method,
+    data_digest = digest(train, "train")
+    fingerprint = weights_fingerprint(data_digest, key=f"train[:{len(batch)}]", num_classes=config.num_colors, method=config.weights_method,
                                       smooth=config.weights_smooth)  # fmt: skip
     values = weights.tolist()
     report.print(f"  Batch class counts: {stats.counts.tolist()}")
     report.print(f"  Class weights: [{', '.join(f'{w:.3f}' for w in values)}]")
     report.print(f"  Weight ratio (max/min): {max(values) / min(values):.2f}x")
     report.class_weight_analysis(method=config.weights_method, source=f"Single batch ({len(batch)} samples)", weights=values)
-    return ClassWeights(weights, stats.counts, config.weights_method, config.weights_smooth, len(batch), fingerprint, digest, None, False)
+    return ClassWeights(weights, stats.counts, config.weights_method, config.weights_smooth, len(batch), fingerprint, data_digest, None, False)
 
 
 # -------------------------------------------------------------- loops ----

@@ -14,11 +14,16 @@ Two kinds of file live in the cache folder (see :func:`arcvae.data.default_cache
     when the file changes, its change time changes with it, the note no longer
     matches and the labels are hashed again, in the same pass that counts them.
 
-Every file is written atomically under a unique temporary name, so concurrent
-writers and crashes leave a complete file or none. Every file is checked when
-read (checksum, fingerprint, number of classes); a bad one is reported once,
-ignored and replaced. A cache that cannot be written costs a warning, never
-the run.
+The cache folder is untrusted input. Its files are read only with the cache
+in use (``--no-cache`` reads none), only if they are regular files (never
+through a symbolic link) of bounded size, and parsed field by field. A weights
+file must carry its checksum, match the fingerprint it is named by, and hold
+weights that follow from its counts and parameters. A bad file is reported
+once, ignored and replaced. Every file is written atomically under a unique
+temporary name, so concurrent writers and crashes leave a complete file or
+none, and a note or entry is written only for the file that was actually read
+(its open descriptor's identity, not the path's). A cache that cannot be
+written costs a warning, never the run.
 """
 
 from __future__ import annotations
@@ -38,11 +43,12 @@ import torch
 import classweights
 from classweights.counting import count_label_stats
 from classweights.pipeline import count_and_weigh
-from classweights.storage import FORMAT_VERSION, atomic_write_bytes
+from classweights.storage import FORMAT_VERSION, atomic_write_bytes, read_small_file
 
 from .distributed import SINGLE, Dist
 
 _QUIET_NS = 2_000_000_000  # a data file modified within the last 2 s may still change within its timestamp's tick
+_MAX_NOTE_BYTES = 1 << 16  # a digest note is a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,15 @@ class FileStamp:
             return None
         return cls(real, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, taken)
 
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], identity: tuple[int, int, int, int, int], read_ns: int) -> FileStamp:
+        """The stamp of the file actually read: ``identity`` from its open descriptor, ``read_ns`` taken before opening."""
+        return cls(os.path.realpath(path), *identity, read_ns)
+
+    @property
+    def identity(self) -> tuple[int, int, int, int, int]:
+        return (self.device, self.inode, self.size, self.mtime_ns, self.ctime_ns)
+
     def settled(self) -> bool:
         """True if the file had been left alone for 2 s when the stamp was taken.
 
@@ -115,17 +130,26 @@ class DigestNotes:
         name = hashlib.sha256(json.dumps([stamp.path, key]).encode()).hexdigest()[:32]
         return self.folder / f"{name}.json"
 
-    def lookup(self, stamp: FileStamp | None, key: str | None) -> str | None:
+    def lookup(self, stamp: FileStamp | None, key: str | None, warn: Callable[[str], None]) -> str | None:
+        """The digest noted for the file ``stamp`` describes; None if there is no note, or a stale one.
+
+        A damaged note (not a regular file, oversized, not the JSON written
+        here) is reported with ``warn``, ignored and later replaced.
+        """
         path = None if stamp is None else self._path(stamp, key)
-        if path is None:
+        if path is None or not os.path.lexists(path):
             return None
         try:
-            note = json.loads(path.read_bytes())
-            if note["stamp"] == _stamp_fields(stamp) and note["key"] == key and _is_digest(note["digest"]):
-                return str(note["digest"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # no note, or a damaged one: the labels are simply hashed again
-        return None
+            note = json.loads(read_small_file(path, max_bytes=_MAX_NOTE_BYTES, follow_symlinks=False))
+            fields, noted_key, digest = note["stamp"], note["key"], note["digest"]
+            if not (isinstance(fields, list) and (noted_key is None or isinstance(noted_key, str)) and _is_digest(digest)):
+                raise ValueError("unexpected fields")
+        except (classweights.ClassWeightError, RecursionError, ValueError, KeyError, TypeError) as exc:
+            warn(f"ignoring the damaged digest note {path} ({_reason(exc)}); the labels are hashed again")
+            return None
+        if fields == _stamp_fields(stamp) and noted_key == key:
+            return str(digest)
+        return None  # the file changed since: the labels are hashed again
 
     def remember(self, stamp: FileStamp | None, key: str | None, digest: str) -> None:
         """Note ``digest`` for the file if it is still exactly as ``stamp`` saw it before it was read."""
@@ -145,14 +169,17 @@ def _is_digest(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def split_digest(labels: Any, *, num_classes: int, key: str, stamp: FileStamp | None, cache_dir: Path | None, group: Dist = SINGLE) -> str:
+def split_digest(labels: Any, *, num_classes: int, key: str, stamp: FileStamp | None, cache_dir: Path | None,
+                 use_cache: bool, warn: Callable[[str], None] = print, group: Dist = SINGLE) -> str:  # fmt: skip
     """The content digest of ``labels`` (read from ``stamp``'s file as ``key``): remembered, or hashed now.
 
-    Under ``torchrun`` every rank calls it: rank 0 reads and writes the note,
-    and the ranks hash their shards together.
+    ``stamp`` must describe the file the labels were read from (see
+    :meth:`FileStamp.read`). Notes are read only if ``use_cache``. Under
+    ``torchrun`` every rank calls it: rank 0 reads and writes the note, and the
+    ranks hash their shards together.
     """
     notes = DigestNotes(cache_dir)
-    digest = group.broadcast(notes.lookup(stamp, key) if group.is_main else None)
+    digest = group.broadcast(notes.lookup(stamp, key, warn) if group.is_main and use_cache else None)
     if digest is None:
         digest = count_label_stats(labels, num_classes, fingerprint=True, distributed=group.enabled).fingerprint
         assert digest is not None
@@ -184,8 +211,12 @@ def resolve_class_weights(
         labels: an array in memory, or a path ``count_labels`` can read.
         key: the split (array in a ``.npz`` file) the labels are; part of the
             fingerprint, and passed on to ``count_labels`` for a path.
-        stamp: the identity of the file ``labels`` came from, taken *before* it
-            was read; with it, a cache hit needs no pass over the labels.
+        stamp: for a path, the file's identity taken *before* it is read (a
+            cache hit then needs no pass over the labels); for labels in
+            memory, the identity of the file they were read from.
+        use_cache: read the cache (a note of the content digest, cached
+            weights); without it nothing in the cache is read, but what is
+            counted is still cached.
         warn: called at most once, for a damaged cache file or a cache that
             cannot be written.
         group: under ``torchrun``, every rank calls this with its group: rank 0
@@ -195,19 +226,19 @@ def resolve_class_weights(
     On a miss the labels are counted and hashed in one pass; the weights are
     then cached atomically.
     """
+    warn = _once(warn)
     notes = DigestNotes(cache_dir)
-    known = group.broadcast(notes.lookup(stamp, key) if group.is_main else None)
+    known = group.broadcast(notes.lookup(stamp, key, warn) if group.is_main and use_cache else None)
     params = {"key": key, "num_classes": num_classes, "method": method, "smooth": smooth, "normalize": normalize, "ignore_index": ignore_index}
     if use_cache and known is not None and cache_dir is not None:
         fingerprint = weights_fingerprint(known, **params)
         cache_path = cache_dir / "weights" / f"{fingerprint[:32]}.json"
         cached = None
-        if group.is_main and cache_path.exists():
+        if group.is_main and os.path.lexists(cache_path):
             try:
                 cached = _load_cached(cache_path, fingerprint, known, num_classes, method, smooth, normalize, ignore_index)
             except (classweights.ClassWeightError, KeyError, TypeError, ValueError) as exc:
-                warn(f"ignoring the damaged cached weights at {cache_path} ({exc}); recomputing")
-                warn = _silent
+                warn(f"ignoring the damaged cached weights at {cache_path} ({_reason(exc)}); recomputing")
         cached = group.broadcast(cached)
         if cached is not None:
             return cached
@@ -216,6 +247,12 @@ def resolve_class_weights(
     stats, weights = count_and_weigh(labels, num_classes, method, smooth=smooth, normalize=normalize, ignore_index=ignore_index,
                                      progress=progress, fingerprint=known is None, distributed=group.enabled, **read_key)  # fmt: skip
     group.check_identical(weights, "class weights")
+    if stats.source_identity is not None and stamp is not None and stats.source_identity != stamp.identity:
+        # The path led to another file by the time it was read (replaced, or a link re-pointed): the note
+        # looked up for the stamp says nothing about what was counted, and no note may be written for it.
+        if known is not None:
+            raise classweights.ClassWeightError(f"{source!r} was replaced while it was being read; run the command again")
+        stamp = None
     digest = known or stats.fingerprint
     assert digest is not None
     fingerprint = weights_fingerprint(digest, **params)
@@ -236,17 +273,37 @@ def resolve_class_weights(
 
 def _load_cached(path: Path, fingerprint: str, digest: str, num_classes: int, method: str, smooth: float,
                  normalize: bool, ignore_index: int | None) -> ClassWeights:  # fmt: skip
-    weights, meta = classweights.load_class_weights(path, num_classes=num_classes, with_metadata=True)
+    """A cache file, trusted only if it is intact (checksum), is the entry asked for (fingerprint) and its weights
+    follow from its counts and parameters (so neither a forged entry nor a changed formula is served)."""
+    weights, meta = classweights.load_class_weights(path, num_classes=num_classes, with_metadata=True, require_checksum=True,
+                                                    follow_symlinks=False)  # fmt: skip
     if meta.get("fingerprint") != fingerprint:
         raise classweights.ClassWeightError("its fingerprint does not match the data and parameters")
+    if meta.get("counts") is None or not isinstance(meta.get("num_samples"), int) or isinstance(meta.get("num_samples"), bool):
+        raise classweights.ClassWeightError("it lacks the counts and sample count it was computed from")
     counts = torch.tensor(meta["counts"], dtype=torch.int64)
-    if counts.shape != (num_classes,) or bool((counts < 0).any()):
-        raise classweights.ClassWeightError(f"expected {num_classes} non-negative counts, but got {meta['counts']!r}")
+    expected = classweights.weights_from_counts(counts, method, smooth=smooth, normalize=normalize, ignore_index=ignore_index)
+    if not torch.allclose(weights, expected, rtol=1e-6, atol=0.0):
+        raise classweights.ClassWeightError(f"its weights do not follow from its counts with method={method!r}")
     return ClassWeights(weights, counts, method, smooth, int(meta["num_samples"]), fingerprint, digest, path, True, normalize, ignore_index)
 
 
-def _silent(message: str) -> None:
-    pass
+def _once(warn: Callable[[str], None]) -> Callable[[str], None]:
+    """``warn``, silenced after its first message."""
+    said: list[str] = []
+
+    def once(message: str) -> None:
+        if not said:
+            said.append(message)
+            warn(message)
+
+    return once
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _try(action: Callable[[], None], warn: Callable[[str], None] | None, what: str = "") -> bool:

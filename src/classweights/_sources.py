@@ -240,6 +240,8 @@ def _open_path(path: Path, key: str | int | None, chunk_size: int, shard: Shard 
     file = _SourceFile(fd, info, repr(str(path)))
     try:
         suffix = path.suffix.lower()
+        if info.st_size == 0 and suffix in (".npy", ".npz"):
+            raise ClassWeightError(f"could not read {str(path)!r} as a {suffix} file: it is empty (0 bytes)")
         if suffix == ".npy":
             if isinstance(key, str):
                 raise ClassWeightError(f"key={key!r} picks an array inside a .npz file, but {str(path)!r} is a .npy file holding one array")
