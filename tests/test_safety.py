@@ -206,20 +206,33 @@ def test_two_runs_started_together_in_one_folder(tiny_corpus, tmp_path):
 # ------------------------------------------------------- 5. torn metrics.jsonl ----
 
 
+@pytest.fixture(scope="module")
+def torn_log_runs(tiny_corpus, tmp_path_factory) -> Path:
+    """An uninterrupted run and the same run interrupted after epoch 1 (copied, never written, by each test)."""
+    from test_reliability import interrupted
+
+    folder = tmp_path_factory.mktemp("torn")
+    config = dict(data=str(tiny_corpus), quick_test=True, batch_size=64, log_every_n_steps=4, seed=3)
+    trainer.train(TrainConfig(out=str(folder / "straight"), **config), quiet()[0])
+    with pytest.MonkeyPatch.context() as patch:
+        interrupted(TrainConfig(out=str(folder / "resumed"), **config), patch)
+    return folder
+
+
 @pytest.mark.parametrize("tail", [b'{"type": "step", "epoch": 2, "st', b"\x00" * 300, b'{"type": "step", "step": 10000}\n\x00\x00\n'],
                          ids=["partial line", "NUL bytes", "NULs after a line"])  # fmt: skip
-def test_resume_repairs_a_torn_log(tiny_corpus, tmp_path, monkeypatch, tail):
-    from test_reliability import interrupted, metric_lines
+def test_resume_repairs_a_torn_log(torn_log_runs, tmp_path, tail):
+    import shutil
 
-    config = dict(data=str(tiny_corpus), quick_test=True, batch_size=64, log_every_n_steps=4, seed=3)
-    trainer.train(TrainConfig(out=str(tmp_path / "straight"), **config), quiet()[0])
-    interrupted(TrainConfig(out=str(tmp_path / "resumed"), **config), monkeypatch)
-    with (tmp_path / "resumed" / "metrics.jsonl").open("ab") as f:
+    from test_reliability import metric_lines
+
+    run = shutil.copytree(torn_log_runs / "resumed", tmp_path / "resumed")
+    with (run / "metrics.jsonl").open("ab") as f:
         f.write(tail)
     report, out = quiet()
-    trainer.train(TrainConfig(), report, resume=tmp_path / "resumed")
+    trainer.train(TrainConfig(), report, resume=run)
     assert out.getvalue().count("[WARNING]") == 1 and "damaged line" in out.getvalue()
-    assert metric_lines(tmp_path / "straight") == metric_lines(tmp_path / "resumed")
+    assert metric_lines(torn_log_runs / "straight") == metric_lines(run)
 
 
 # --------------------------------------------------- 6. inconsistent checkpoints ----
@@ -579,3 +592,40 @@ def test_a_file_replaced_during_a_count_leaves_no_wrong_cache_entry(tmp_path, mo
     os.replace(temporary, data)  # the original content again, in a new file
     result = run("weights", "compute", data, "--json", "--method", "inverse")
     assert json.loads(result.stdout)["weights"] == pytest.approx(weights_of(data, "inverse"))
+
+
+# ------------------------------------------------- 4. hostile data files, every command ----
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and devices are POSIX")
+@pytest.mark.parametrize("kind", ["FIFO", "link to /dev/zero", "directory"])
+@pytest.mark.parametrize("command", [["weights", "compute"], ["data", "info"], ["train", "--overfit-batch", "--data"]], ids=" ".join)
+def test_every_command_refuses_a_data_path_that_is_not_a_regular_file(tmp_path, kind, command):
+    data = tmp_path / "data.npz"
+    data.touch()
+    plant(data, kind)
+    result = in_thread(lambda: run(*command, data, *(["--out", tmp_path / "run"] if command[0] == "train" else [])), seconds=30)
+    line = one_line_error(result)
+    assert "data.npz" in line or "'/dev/zero'" in line  # train names the file its --data resolves to
+    assert any(word in line for word in ("FIFO", "device", "directory")), line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", [["weights", "compute"], ["data", "info"], ["train", "--overfit-batch", "--data"]], ids=" ".join)
+def test_every_command_refuses_a_header_claiming_a_terabyte_at_once(tmp_path, command):
+    import io
+    import zipfile
+
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1099511627776), }".encode()
+    header += b" " * (-(len(header) + 11) % 64) + b"\n"
+    member = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x00" * 256
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for key in ("train", "val", "test"):
+            archive.writestr(f"{key}.npy", member)
+    data = tmp_path / "huge.npz"
+    data.write_bytes(buffer.getvalue())
+    started = time.perf_counter()
+    result = run(*command, data, *(["--out", tmp_path / "run"] if command[0] == "train" else []))
+    one_line_error(result, "huge.npz", "truncated")
+    assert time.perf_counter() - started < 20
