@@ -15,7 +15,7 @@ _COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", 
 
 def compute_class_weights(
     dataset: Any,
-    num_classes: int = 10,
+    num_classes: int,
     method: str = "sqrt_inverse",
     smooth: float = 1.0,
     normalize: bool = True,
