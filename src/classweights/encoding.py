@@ -76,7 +76,7 @@ def encode_labels(y: Any, classes: Sequence[Hashable] | None = None) -> tuple[np
         names = ", ".join(shown(uniques[i], 30) for i in outside[:_SHOWN_VALUES]) + (", ..." if outside.size > _SHOWN_VALUES else "")
         raise ClassWeightError(
             f"Expected every label to be one of the {len(wanted)} `classes`, but {labels_outside} "
-            f"label{'s' if labels_outside != 1 else ''} take {outside.size} other value{'s' if outside.size != 1 else ''}: {names}"
+            f"{'label takes' if labels_outside == 1 else 'labels take'} {outside.size} other value{'s' if outside.size != 1 else ''}: {names}"
         )
     codes = lookup[inverse] if inverse.size else inverse
     return codes.reshape(values.shape), wanted
