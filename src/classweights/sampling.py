@@ -87,7 +87,8 @@ def sample_weights(
             list, a ``.npy``/``.npz`` path, a mapping, a map-style dataset or
             an iterable of batches, as :func:`~classweights.count_labels`
             accepts. The labels are read once and kept in memory (a tensor or
-            array is not copied). Samples keep the source's order: pass a
+            array of int8-int64 or uint8 labels is not copied). Samples keep
+            the source's order: pass a
             dataset, not a shuffling ``DataLoader``.
         num_classes: number of classes ``C``.
         weights: class weights ``[C]`` to use instead of computing them; checked
