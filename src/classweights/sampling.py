@@ -88,8 +88,7 @@ def sample_weights(
             an iterable of batches, as :func:`~classweights.count_labels`
             accepts. The labels are read once and kept in memory (a tensor or
             array of int8-int64 or uint8 labels is not copied). Samples keep
-            the source's order: pass a
-            dataset, not a shuffling ``DataLoader``.
+            the source's order: pass a dataset, not a shuffling ``DataLoader``.
         num_classes: number of classes ``C``.
         weights: class weights ``[C]`` to use instead of computing them; checked
             with :func:`~classweights.validate_weights`.
