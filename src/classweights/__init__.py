@@ -17,9 +17,11 @@ Example:
 from ._checks import MAX_CLASSES
 from ._errors import ClassWeightError
 from .counting import LabelStats, count_label_stats, count_labels
+from .encoding import class_weight_dict, encode_labels
 from .files import LabelFile, read_labels
 from .methods import METHODS, register_method, weights_from_counts
 from .pipeline import compute_class_weights, count_and_weigh
+from .sampling import make_sampler, sample_weights
 from .storage import load_class_weights, save_class_weights
 from .validation import validate_weights
 
@@ -31,13 +33,17 @@ __all__ = [
     "ClassWeightError",
     "LabelFile",
     "LabelStats",
+    "class_weight_dict",
     "compute_class_weights",
     "count_and_weigh",
     "count_label_stats",
     "count_labels",
+    "encode_labels",
     "load_class_weights",
+    "make_sampler",
     "read_labels",
     "register_method",
+    "sample_weights",
     "save_class_weights",
     "validate_weights",
     "weights_from_counts",

@@ -128,8 +128,10 @@ def sqrt_inverse(counts: torch.Tensor, *, smooth: float) -> torch.Tensor:
 def balanced(counts: torch.Tensor, *, smooth: float) -> torch.Tensor:
     """Balanced: ``w_c = N / (C * (n_c + s))`` with ``N = sum_c (n_c + s)``.
 
-    With ``smooth=0, normalize=False`` it equals scikit-learn's
-    ``compute_class_weight("balanced", ...)``, and ``sum_c w_c * n_c = N``.
+    With ``smooth=0, normalize=False``, ``sum_c w_c * n_c = N``, and it equals
+    scikit-learn's ``compute_class_weight("balanced", ...)`` when every class
+    occurs; scikit-learn divides by the number of classes present, not ``C``
+    (see :func:`~classweights.class_weight_dict` for its exact weights).
     """
     smoothed = counts + smooth
     return smoothed.sum() / (counts.numel() * smoothed)
