@@ -19,6 +19,7 @@ from ._errors import ClassWeightError
 from .counting import LabelStats, count_label_stats, count_labels
 from .files import LabelFile, read_labels
 from .methods import METHODS, register_method, weights_from_counts
+from .multilabel import MultilabelCounts, count_multilabel, pos_weight
 from .pipeline import compute_class_weights, count_and_weigh
 from .storage import load_class_weights, save_class_weights
 from .validation import validate_weights
@@ -31,11 +32,14 @@ __all__ = [
     "ClassWeightError",
     "LabelFile",
     "LabelStats",
+    "MultilabelCounts",
     "compute_class_weights",
     "count_and_weigh",
     "count_label_stats",
     "count_labels",
+    "count_multilabel",
     "load_class_weights",
+    "pos_weight",
     "read_labels",
     "register_method",
     "save_class_weights",
