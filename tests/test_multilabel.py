@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ from classweights import (
     count_multilabel,
     pos_weight,
 )
-from classweights.multilabel import _column_sums
+from classweights._multilabel_chunks import column_sums
 
 HERE = Path(__file__).resolve().parent
 DTYPES = [np.bool_, np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.uint32, np.uint64,
@@ -69,7 +70,7 @@ def test_word_sums_fold_back_into_column_sums_at_any_alignment(samples, classes,
     rng = np.random.default_rng(seed)
     buffer = multi_hot(rng, (samples + offset, classes), p=rng.random())
     values = buffer[offset:]  # rows starting at any byte offset from an 8-byte boundary
-    np.testing.assert_array_equal(_column_sums(values), values.sum(axis=0, dtype=np.int64))
+    np.testing.assert_array_equal(column_sums(values), values.sum(axis=0, dtype=np.int64))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -258,10 +259,17 @@ def test_a_sample_that_is_not_a_row_of_num_classes_values_names_the_shape(source
         count_multilabel(source, 3)
 
 
-def test_a_file_of_the_wrong_shape_is_refused_before_it_is_read(tmp_path):
+def test_a_file_of_the_wrong_shape_is_refused_and_closed(tmp_path):
     np.save(tmp_path / "t.npy", np.zeros((10, 6), np.uint8))
-    with pytest.raises(ClassWeightError, match=r"t.npy: expected multi-hot targets of shape \[N, 5\] \(num_classes=5\), but got shape \[10, 6\]"):
-        count_multilabel(tmp_path / "t.npy", 5)
+    np.savez_compressed(tmp_path / "t.npz", train=np.zeros((10, 5, 1), np.uint8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)  # what a file left for the garbage collector to close gives
+        with pytest.raises(ClassWeightError, match=r"t.npy: expected multi-hot targets of shape \[N, 5\] \(num_classes=5\), but got shape \[10, 6\]$"):
+            count_multilabel(tmp_path / "t.npy", 5)
+        with pytest.raises(ClassWeightError, match=r"t.npz'\['train'\]: expected multi-hot targets .* but got shape \[10, 5, 1\]$"):
+            count_multilabel(tmp_path / "t.npz", 5)
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
 
 
 @pytest.mark.parametrize(
