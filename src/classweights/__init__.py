@@ -20,6 +20,7 @@ from .counting import LabelStats, count_label_stats, count_labels
 from .encoding import class_weight_dict, encode_labels
 from .files import LabelFile, read_labels
 from .methods import METHODS, register_method, weights_from_counts
+from .multilabel import MultilabelCounts, count_multilabel, pos_weight
 from .pipeline import compute_class_weights, count_and_weigh
 from .sampling import make_sampler, sample_weights
 from .storage import load_class_weights, save_class_weights
@@ -33,14 +34,17 @@ __all__ = [
     "ClassWeightError",
     "LabelFile",
     "LabelStats",
+    "MultilabelCounts",
     "class_weight_dict",
     "compute_class_weights",
     "count_and_weigh",
     "count_label_stats",
     "count_labels",
+    "count_multilabel",
     "encode_labels",
     "load_class_weights",
     "make_sampler",
+    "pos_weight",
     "read_labels",
     "register_method",
     "sample_weights",

@@ -42,10 +42,15 @@ DEFAULT_NPZ_KEY = "train"
 
 @dataclass(frozen=True)
 class Chunk:
-    """``data`` is ``[B, P]`` (numpy array or torch tensor); ``start`` its first flat index."""
+    """``data`` is ``[B, P]`` (numpy array or torch tensor); ``start`` its first flat index.
+
+    ``sample_shape`` is the shape of one sample before it was flattened to its
+    ``P`` labels (``()`` for one label per sample), when the reader knows it.
+    """
 
     data: Any
     start: int
+    sample_shape: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ def _array_stream(array: np.ndarray | torch.Tensor, chunk_size: int, *, where: s
     def chunks() -> Iterator[Chunk]:
         for lo in range(first, end, step):
             part = rows[lo : min(lo + step, end)]
-            yield Chunk(part.reshape(part.shape[0], per_row), lo * per_row)
+            yield Chunk(part.reshape(part.shape[0], per_row), lo * per_row, shape[1:])
 
     return Stream(chunks(), end - first, where, sharded=shard is not None)
 
@@ -473,7 +478,7 @@ def _npy_stream(
                 buffer, filled = _read_into_buffer(handle, rows * row_bytes, trusted)
                 if filled < rows * row_bytes:
                     raise ClassWeightError(f"{where} is truncated: expected {n} samples, data ends in sample {lo + filled // row_bytes}")
-                yield Chunk(buffer.view(dtype).reshape(rows, per_row), lo * per_row)
+                yield Chunk(buffer.view(dtype).reshape(rows, per_row), lo * per_row, shape[1:])
             if finish is not None:
                 finish()
         except ClassWeightError:
@@ -647,13 +652,13 @@ def _dataset_chunks(dataset: Any, key: str | int | None, chunk_size: int, first:
             start = flat = first * _numel(item)
         if pending and (item.shape != pending[0].shape or len(pending) >= _rows_per_chunk(_numel(item), chunk_size)):
             block = _stack(pending)
-            yield Chunk(block.reshape(len(pending), -1), start)
+            yield Chunk(block.reshape(len(pending), -1), start, tuple(pending[0].shape))
             start, pending = flat, []
         pending.append(item)
         flat += _numel(item)
     if pending:
         block = _stack(pending)
-        yield Chunk(block.reshape(len(pending), -1), start)
+        yield Chunk(block.reshape(len(pending), -1), start, tuple(pending[0].shape))
 
 
 def _itemsize(array: np.ndarray | torch.Tensor) -> int:
@@ -679,5 +684,5 @@ def _batch_chunks(batches: Iterable[Any], key: str | int | None, chunk_size: int
         labels = _labels_of(batch, key, f"batch {b}")
         stream = _array_stream(labels, chunk_size, where=f"batch {b}")
         for chunk in stream.chunks:
-            yield Chunk(chunk.data, start + chunk.start)
+            yield Chunk(chunk.data, start + chunk.start, chunk.sample_shape)
         start += _numel(labels)
