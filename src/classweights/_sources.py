@@ -46,11 +46,20 @@ class Chunk:
 
     ``sample_shape`` is the shape of one sample before it was flattened to its
     ``P`` labels (``()`` for one label per sample), when the reader knows it.
+    Samples of different lengths (the rows of a list column) come as one ``[1, L]``
+    row of their labels with ``lengths``, the labels of each sample (summing to
+    ``L``). ``locate``, if given, names the position of the chunk's ``i``-th label
+    (e.g. ``"row 7, position 2"``) in errors instead of its flat index.
     """
 
     data: Any
     start: int
     sample_shape: tuple[int, ...] | None = None
+    lengths: np.ndarray | None = None
+    locate: Callable[[int], str] | None = None
+
+
+RAGGED_HASH_ROWS = 1 << 16  # samples of different lengths are fingerprinted in blocks of this many samples
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,15 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, p
             lo, hi = _shard_rows(n, shard, per_row * _itemsize(source))
             size = _balanced_chunk_size(per_row * (hi - lo), parts)
         return _array_stream(source, size, where="labels", shard=shard)
+    # Tables, datasets and zarr arrays have __getitem__ and __len__ too: they must not be read as map-style datasets.
+    from . import _chunked, _tables
+
+    if _tables.is_arrow_table(source):
+        return _tables.table_stream(source, key, size, shard)
+    if _tables.is_hf_dataset(source):
+        return _tables.dataset_stream(source, key, size, shard)
+    if _chunked.is_zarr_array(source):
+        return _chunked.zarr_stream(source, size, shard)
     if isinstance(source, Mapping):
         name = _pick_key(list(source.keys()), key, "mapping")
         return _array_stream(_as_array(source[name], f"mapping[{name!r}]"), size, where=f"mapping[{name!r}]", shard=shard)
@@ -134,7 +152,7 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, p
     if isinstance(source, Iterable):
         return Stream(_batch_chunks(source, key, size), None, where="batches")
     raise ClassWeightError(
-        "Expected `source` to be a tensor, an array, a .npy/.npz path, a dataset or an iterable of "
+        "Expected `source` to be a tensor, an array, a .npy/.npz/.parquet path, a table, a dataset or an iterable of "
         f"batches, but got {type(source).__name__}"
     )
 
@@ -241,10 +259,11 @@ class _SourceFile:
 
 
 def _open_path(path: Path, key: str | int | None, chunk_size: int, shard: Shard | None = None) -> Stream:
-    fd, info = open_regular(path, what="a .npy or .npz file", existing="an existing .npy or .npz file")
+    suffix = path.suffix.lower()
+    kind = "a .parquet file" if suffix == ".parquet" else "a .npy or .npz file"
+    fd, info = open_regular(path, what=kind, existing=kind.replace("a ", "an existing ", 1))
     file = _SourceFile(fd, info, repr(str(path)))
     try:
-        suffix = path.suffix.lower()
         if info.st_size == 0 and suffix in (".npy", ".npz"):
             raise ClassWeightError(f"could not read {str(path)!r} as a {suffix} file: it is empty (0 bytes)")
         if suffix == ".npy":
@@ -255,7 +274,11 @@ def _open_path(path: Path, key: str | int | None, chunk_size: int, shard: Shard 
                                finish=file.check_unchanged, identity=file.identity)  # fmt: skip
         if suffix == ".npz":
             return _npz_stream(file, path, key, chunk_size, shard)
-        raise ClassWeightError(f"Expected a path ending in .npy or .npz, but got {str(path)!r}")
+        if suffix == ".parquet":
+            from ._tables import parquet_stream
+
+            return parquet_stream(file, path, key, chunk_size, shard)
+        raise ClassWeightError(f"Expected a path ending in .npy or .npz (or .parquet), but got {str(path)!r}")
     except BaseException:
         file.close()
         raise

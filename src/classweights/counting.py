@@ -9,6 +9,7 @@ memory stays bounded however large the dataset is.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -33,7 +34,7 @@ from ._checks import (
 )
 from ._errors import ClassWeightError
 from ._files import FileIdentity
-from ._sources import Chunk, Shard, check_label_dtype, open_source
+from ._sources import RAGGED_HASH_ROWS, Chunk, Shard, check_label_dtype, open_source
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
@@ -56,7 +57,7 @@ class LabelStats:
         num_labels: labels counted, i.e. ``counts.sum()``.
         fingerprint: sha256 (hex) of the labels' content, or ``None`` if not
             asked for; see :func:`count_label_stats`.
-        source_identity: for a ``.npy``/``.npz`` path, the identity of the file
+        source_identity: for a ``.npy``/``.npz``/``.parquet`` path, the identity of the file
             actually read, ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``,
             taken from the open file before its first read (and checked to be
             unchanged after the last one); ``None`` for other sources. Compare it
@@ -94,14 +95,19 @@ def count_labels(
             file whose array ``key`` is read; a map-style dataset whose items are
             label arrays, or tuples/lists with the label array first, or dicts
             (``key`` picks the labels); or any iterable of such batches, e.g. a
-            ``DataLoader``. Float labels are accepted only if every value is a
-            whole number.
+            ``DataLoader``. With the optional packages: a ``.parquet`` path, a
+            ``pyarrow.Table`` or a ``datasets.Dataset`` (column ``key``; scalar or
+            list-valued, one sample per row), a zarr array, or a Dask array
+            (counted on its scheduler; see docs/api.md, "Tables, Dask and zarr
+            arrays"). Float labels are accepted only if every value is a whole
+            number.
         num_classes: number of classes ``C``; every label must lie in ``[0, C)``.
         ignore_index: a label value to skip (e.g. ``255`` or ``-100``); it may lie
             outside ``[0, C)``.
         key: array name inside a ``.npz`` file (default ``"train"``, or the only
-            array); the labels' key in dict items; or, as an integer, their index
-            in tuple items such as ``(image, mask)`` (default 0).
+            array); the labels' key in dict items; the label column of a table
+            (required if it has several); or, as an integer, their index in tuple
+            items such as ``(image, mask)`` (default 0).
         chunk_size: labels per chunk. By default an in-memory array is split into
             equal chunks for the threads (at most ``2**24`` labels each), and
             files and datasets are read ``4 * 2**20`` labels at a time, which
@@ -129,7 +135,9 @@ def count_labels(
             paths that are not regular files, damaged or inconsistent files, a
             file that changes while it is read, ``num_classes`` above
             :data:`~classweights.MAX_CLASSES`; and for ``distributed=True``
-            without an initialised process group.
+            without an initialised process group. For tables also: missing or
+            ambiguous columns, nulls, non-numeric columns, and a missing optional
+            package (with the ``pip install`` line that brings it).
 
     Example:
         >>> import torch
@@ -196,6 +204,11 @@ def count_label_stats(
         raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
     presence, fingerprint, distributed = (check_flag(v, n) for v, n in ((presence, "presence"), (fingerprint, "fingerprint"), (distributed, "distributed")))
     workers = _resolve_threads(num_threads)
+    from ._dask import count_dask_stats, is_dask_array
+
+    if is_dask_array(source):  # counted block by block on Dask's scheduler, not streamed through this process
+        return count_dask_stats(source, num_classes, ignore_index=ignore_index, key=key, device=device, progress=progress,
+                                presence=presence, fingerprint=fingerprint, distributed=distributed)  # fmt: skip
     shard = _process_group_shard(HASH_BLOCK_BYTES if fingerprint else None) if distributed else None
     target = _resolve_device(device, source)
     counts = torch.zeros(num_classes, dtype=torch.int64)
@@ -215,7 +228,7 @@ def count_label_stats(
 
         # Chunks are read and moved to the device in this thread; only counting runs in the pool.
         chunks = stream.chunks if hasher is None else _hashed(stream.chunks, hasher)
-        on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in chunks)
+        on_device = (dataclasses.replace(chunk, data=_to_tensor(chunk, target, num_classes, stream.where)) for chunk in chunks)
         for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, workers):
             counts += chunk_counts
             if image_pixels is not None and chunk_pixels is not None:
@@ -303,17 +316,22 @@ class _LabelHasher:
     ``_sources.Shard``) combine their digests into the same fingerprint a
     single process computes. Fed in the reading thread while the pool counts
     the previous chunk; hashlib releases the GIL on large buffers.
+
+    Samples of different lengths (ragged chunks) are hashed ``RAGGED_HASH_ROWS``
+    samples per block, their lengths beside their labels, and ``per_sample``
+    is ``"ragged"``.
     """
 
     def __init__(self) -> None:
         self.blocks: list[str] = []
         self.dtype: str | None = None
-        self.per_sample: int | None = None
+        self.per_sample: int | str | None = None
         self._block = hashlib.sha256()
+        self._lengths = hashlib.sha256()
         self._rows_in_block = 0
         self._block_rows = 0
 
-    def update(self, data: Any) -> None:
+    def update(self, data: Any, lengths: np.ndarray | None = None) -> None:
         if isinstance(data, torch.Tensor):
             data = data.detach().cpu().contiguous()
             dtype = str(data.dtype).replace("torch.", "")
@@ -322,6 +340,9 @@ class _LabelHasher:
             data = np.ascontiguousarray(data)
             dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
             raw = data.astype(data.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(data.shape[0], -1)
+        if lengths is not None:
+            self._update_ragged(dtype, raw.reshape(-1), np.asarray(lengths, dtype=np.int64))
+            return
         if self.dtype is None:
             self.dtype, self.per_sample = dtype, int(data.shape[1])
             self._block_rows = max(1, HASH_BLOCK_BYTES // max(1, raw.shape[1]))
@@ -334,9 +355,28 @@ class _LabelHasher:
             if self._rows_in_block == self._block_rows:
                 self._close_block()
 
+    def _update_ragged(self, dtype: str, raw: np.ndarray, lengths: np.ndarray) -> None:
+        if self.dtype is None:
+            self.dtype, self.per_sample, self._block_rows = dtype, "ragged", RAGGED_HASH_ROWS
+        total = int(lengths.sum())
+        ends = np.cumsum(lengths) * (raw.size // total if total else 0)  # the byte after each sample
+        i = 0
+        while i < len(lengths):
+            take = min(len(lengths) - i, self._block_rows - self._rows_in_block)
+            lo, hi = int(ends[i - 1]) if i else 0, int(ends[i + take - 1])
+            self._lengths.update(memoryview(lengths[i : i + take].astype("<i8", copy=False)))
+            self._block.update(memoryview(raw[lo:hi]))
+            self._rows_in_block += take
+            i += take
+            if self._rows_in_block == self._block_rows:
+                self._close_block()
+
     def _close_block(self) -> None:
-        self.blocks.append(self._block.hexdigest())
-        self._block, self._rows_in_block = hashlib.sha256(), 0
+        if self.per_sample == "ragged":  # the block's labels, and how they split into samples
+            self.blocks.append(hashlib.sha256(self._lengths.digest() + self._block.digest()).hexdigest())
+        else:
+            self.blocks.append(self._block.hexdigest())
+        self._block, self._lengths, self._rows_in_block = hashlib.sha256(), hashlib.sha256(), 0
 
     def finish(self) -> _LabelHasher:
         if self._rows_in_block:
@@ -344,7 +384,7 @@ class _LabelHasher:
         return self
 
 
-def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | None, samples: int) -> str:
+def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | str | None, samples: int) -> str:
     sha = hashlib.sha256(b"classweights-labels-v1\0")
     for block in blocks:
         sha.update(bytes.fromhex(block))
@@ -355,7 +395,7 @@ def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | Non
 def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:
     for chunk in chunks:
         yield chunk
-        hasher.update(chunk.data)  # after the consumer has handed the chunk to a counting thread
+        hasher.update(chunk.data, chunk.lengths)  # after the consumer has handed the chunk to a counting thread
 
 
 # ------------------------------------------------------------- helpers ----
@@ -434,18 +474,23 @@ def _widen_unsigned(data: np.ndarray, chunk: Chunk, num_classes: int, where: str
         big = data > np.iinfo(np.int64).max
         if big.any():
             i = int(np.flatnonzero(big.reshape(-1))[0])
-            raise _out_of_range(int(data.reshape(-1)[i]), chunk.start + i, num_classes, where)
+            raise _out_of_range(int(data.reshape(-1)[i]), _position(chunk, i), num_classes, where)
     return data.astype(np.int64)
 
 
-def _out_of_range(value: int, index: int, num_classes: int, where: str) -> ClassWeightError:
+def _position(chunk: Chunk, i: int) -> str:
+    """Where the ``i``-th label of ``chunk`` lies, for errors."""
+    return chunk.locate(i) if chunk.locate is not None else f"flat index {chunk.start + i}"
+
+
+def _out_of_range(value: int, position: str, num_classes: int, where: str) -> ClassWeightError:
     return ClassWeightError(
-        f"{where}: label {value} at flat index {index} is out of range for "
+        f"{where}: label {value} at {position} is out of range for "
         f"num_classes={num_classes} (expected 0 <= label < {num_classes})"
     )
 
 
-def _as_labels(x: torch.Tensor, start: int, num_classes: int, where: str) -> torch.Tensor:
+def _as_labels(x: torch.Tensor, chunk: Chunk, num_classes: int, where: str) -> torch.Tensor:
     """Return an integer tensor torch can bincount, rejecting non-integer values."""
     if x.dtype in _NATIVE:
         return x
@@ -458,7 +503,7 @@ def _as_labels(x: torch.Tensor, start: int, num_classes: int, where: str) -> tor
             i = int(bad.nonzero()[0])
             value = float(flat[i])
             raise ClassWeightError(
-                f"{where}: label {value!r} at flat index {start + i} is not a class index "
+                f"{where}: label {value!r} at {_position(chunk, i)} is not a class index "
                 f"(expected an integer in [0, {num_classes}))"
             )
         return x.to(torch.int64)
@@ -470,7 +515,7 @@ def _as_labels(x: torch.Tensor, start: int, num_classes: int, where: str) -> tor
         big = signed.reshape(-1) < 0
         if bool(big.any()):
             i = int(big.nonzero()[0])
-            raise _out_of_range(int(signed.reshape(-1)[i]) + (1 << 64), start + i, num_classes, where)
+            raise _out_of_range(int(signed.reshape(-1)[i]) + (1 << 64), _position(chunk, i), num_classes, where)
         return signed
     raise ClassWeightError(f"{where}: expected integer labels, but got dtype {str(x.dtype).replace('torch.', '')}")
 
@@ -483,8 +528,10 @@ def _count_chunk(
     where: str,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
     """Counts, image pixels (with ``presence``), samples and labels of one chunk."""
-    x = _as_labels(chunk.data, chunk.start, num_classes, where)
+    x = _as_labels(chunk.data, chunk, num_classes, where)
     images, per_image = x.shape
+    if chunk.lengths is not None:  # samples of different lengths, side by side in one row
+        images = len(chunk.lengths)
     if x.numel() == 0:
         empty = torch.zeros(num_classes, dtype=torch.int64)
         return empty, (empty.clone() if presence else None), images, 0
@@ -508,7 +555,7 @@ def _count_chunk(
             bad &= keep
         if bool(bad.any()):
             i = int(bad.nonzero()[0])
-            raise _out_of_range(int(flat[i]), chunk.start + i, num_classes, where)
+            raise _out_of_range(int(flat[i]), _position(chunk, i), num_classes, where)
     drop_bin = ignore_index if ignore_index is not None and 0 <= ignore_index < num_classes else None
 
     if not presence:
@@ -519,7 +566,10 @@ def _count_chunk(
         return counts.cpu(), None, images, flat.numel()
 
     # Per-image histogram: bin (row * C + label), so one bincount gives [images, C].
-    rows = torch.arange(images, device=flat.device).repeat_interleave(per_image)
+    if chunk.lengths is None:
+        rows = torch.arange(images, device=flat.device).repeat_interleave(per_image)
+    else:
+        rows = torch.arange(images, device=flat.device).repeat_interleave(torch.as_tensor(chunk.lengths, device=flat.device))
     ids = rows * num_classes + flat.to(torch.int64)
     if keep is not None:
         ids = ids[keep]

@@ -71,6 +71,8 @@ def read_labels(path: str | os.PathLike[str], *, key: str | None = None) -> Labe
         raise ClassWeightError(f"Expected a path to a .npy or .npz file, but got {type(path).__name__}")
     if key is not None and not isinstance(key, str):
         raise ClassWeightError(f"Expected key= to name a .npz member (a string), but got {key!r}")
+    if Path(path).suffix.lower() == ".parquet":  # counting reads it, but it holds no array of one shape to return
+        raise ClassWeightError(f"Expected a path to a .npy or .npz file, but got the Parquet file {os.fspath(path)!r}")
     stream = open_source(Path(path), key=key, chunk_size=DEFAULT_CHUNK_SIZE)
     assert stream.shape is not None and stream.dtype is not None and stream.identity is not None
     # Chunks are gathered, not written into an array of the header's shape: a .npz member's size is only

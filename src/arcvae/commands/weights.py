@@ -16,8 +16,8 @@ app = typer.Typer(help="Compute, save and inspect class weights (any labels, not
 @app.command("compute")
 @user_errors
 def compute(
-    data: Annotated[Path, typer.Argument(help="Labels: a .npy file, or a .npz file (see --key).", show_default=False)],
-    key: Annotated[Optional[str], typer.Option(help="Array inside a .npz file (default: train, or the only array).")] = None,
+    data: Annotated[Path, typer.Argument(help="Labels: a .npy file, a .npz file or a .parquet file (see --key).", show_default=False)],
+    key: Annotated[Optional[str], typer.Option(help="Array inside a .npz file (default: train, or the only array), or the label column of a .parquet file.")] = None,
     method: Annotated[str, typer.Option(help="Weighting method: sqrt_inverse, inverse, balanced, enet, median_frequency, effective_number, uniform.")] = "sqrt_inverse",
     smooth: Annotated[float, typer.Option(help="Pseudo-count added to every class count.")] = 1.0,
     normalize: Annotated[bool, typer.Option("--normalize/--no-normalize", help="Scale the weights to sum to the number of classes.")] = True,
