@@ -242,6 +242,12 @@ def test_missing_or_ambiguous_column(tmp_path):
         cw.count_labels(tmp_path / "t.parquet", 2)
     with pytest.raises(ClassWeightError, match="Expected key= to name a column of the table"):
         cw.count_labels(pa.table({"label": [0, 1]}), 2, key=0)
+    twice = pa.Table.from_arrays([pa.array([0, 1]), pa.array([1, 1])], names=["label", "label"])
+    with pytest.raises(ClassWeightError, match="the table has 2 columns named 'label'; expected one column of that name"):
+        cw.count_labels(twice, 2, key="label")
+    pq.write_table(twice, tmp_path / "twice.parquet")
+    with pytest.raises(ClassWeightError, match="has 2 columns named 'label'"):
+        cw.count_labels(tmp_path / "twice.parquet", 2, key="label")
 
 
 @pytest.mark.parametrize(
@@ -284,6 +290,44 @@ def test_damaged_parquet_files(tmp_path, content):
     (tmp_path / "bad.parquet").write_bytes(content)
     with pytest.raises(ClassWeightError, match=r"could not read '.*bad\.parquet' as a Parquet file: "):
         cw.count_labels(tmp_path / "bad.parquet", 3)
+
+
+_MUTANTS = """
+import collections, json, random, sys
+import classweights as cw
+path, seed = sys.argv[1], int(sys.argv[2])
+raw, rng, seen = bytearray(open(path, "rb").read()), random.Random(seed), collections.Counter()
+for _ in range(300):
+    mutant = bytearray(raw)
+    for _ in range(rng.randint(1, 4)):
+        mutant[rng.randrange(len(mutant))] = rng.randrange(256)
+    open(path + ".mutant.parquet", "wb").write(mutant)
+    for key in ("y", "s"):
+        try:
+            cw.count_labels(path + ".mutant.parquet", 3, key=key)
+            seen["counted"] += 1
+        except cw.ClassWeightError as exc:
+            seen["one-line error" if "\\n" not in str(exc) else "multi-line error"] += 1
+        except Exception as exc:
+            seen[type(exc).__name__] += 1
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize(("compression", "seed"), [("snappy", 1), ("zstd", 2)])  # seeds whose mutants once aborted pyarrow
+def test_damaged_parquet_files_byte_by_byte(tmp_path, compression, seed):
+    """Mutated files (1-4 random bytes) give counts or a one-line ClassWeightError, and the process survives.
+
+    Run in a child process: a crash inside pyarrow would take the test process with it. (pyarrow 26
+    aborts on some damaged footers when their column-chunk statistics are read, so none are read.)
+    """
+    rows = pa.array([[0, 1, 2], [1], []] * 50, pa.list_(pa.int8()))
+    pq.write_table(pa.table({"y": rows, "s": np.arange(150) % 3}), tmp_path / "f.parquet", row_group_size=40, compression=compression)
+    out = subprocess.run([sys.executable, "-c", _MUTANTS, str(tmp_path / "f.parquet"), str(seed)], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen = json.loads(out.stdout)
+    assert set(seen) <= {"counted", "one-line error"} and sum(seen.values()) == 600, seen
+    assert seen["one-line error"] > 100 and seen["counted"] > 10  # the mutants reach both outcomes
 
 
 def test_parquet_paths_that_are_missing_or_not_files(tmp_path):

@@ -109,7 +109,7 @@ def parquet_stream(file: _SourceFile, path: Path, key: str | int | None, chunk_s
         metadata = parquet.metadata
         sizes = [metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
         schema = parquet.schema_arrow
-    except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as exc:
+    except (pa.ArrowException, OSError, ValueError, TypeError, IndexError, KeyError) as exc:
         raise ClassWeightError(f"could not read {where} as a Parquet file: {_one_line(exc)}") from None
     name = _pick_column(schema.names, key, where)
     where = f"{where}[{name!r}]"
@@ -117,24 +117,36 @@ def parquet_stream(file: _SourceFile, path: Path, key: str | int | None, chunk_s
     lo, hi = layout.rows(sum(sizes), shard)
     starts = np.cumsum([0, *sizes]).tolist()
     groups = [g for g, size in enumerate(sizes) if size and starts[g] < hi and starts[g] + size > lo]
-    per_row = layout.per_row or _leaf_values(metadata, name, groups) / max(1, sum(sizes[g] for g in groups))
-    batch_rows = max(1, int(chunk_size // max(1.0, per_row)))
+    seen = _Seen()
 
-    def batches() -> Iterator[tuple[Any, int]]:
-        row = starts[groups[0]] if groups else 0
-        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=groups, columns=[name], use_pandas_metadata=False):
-            a, b = max(lo, row), min(hi, row + batch.num_rows)
+    def read(group: int, batch_rows: int, first: int) -> Iterator[tuple[Any, int]]:
+        """The rows of ``group`` from row ``first`` on (and within this shard), ``batch_rows`` at a time."""
+        row = starts[group]
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=[name], use_pandas_metadata=False):
+            a, b = max(lo, first, row), min(hi, row + batch.num_rows)
             if b > a:
                 yield batch.column(0).slice(a - row, b - a), a
             row += batch.num_rows
 
+    def batches() -> Iterator[tuple[Any, int]]:
+        # One reader per row group, its batch size from the labels per row seen so far. The footer's value
+        # counts would tell them up front, but some damaged footers make pyarrow abort when they are read.
+        for group in groups:
+            first = starts[group]
+            if layout.per_row is None and seen.rows == 0:  # a first look at a list column: a few rows, then read on
+                for piece in read(group, min(_FIRST_RAGGED_BATCH, chunk_size), first):
+                    yield piece
+                    first = piece[1] + len(piece[0])
+                    break
+            yield from read(group, _batch_rows(layout, chunk_size, seen), first)
+
     def chunks() -> Iterator[Chunk]:
         try:
-            yield from _column_chunks(batches(), chunk_size, where)
+            yield from _column_chunks(batches(), chunk_size, where, seen)
             file.check_unchanged()
         except ClassWeightError:
             raise
-        except (pa.ArrowException, OSError, ValueError, TypeError, IndexError) as exc:
+        except (pa.ArrowException, OSError, ValueError, TypeError, IndexError, KeyError) as exc:
             raise ClassWeightError(f"could not read {where}: {_one_line(exc)}") from None
         finally:
             file.close()
@@ -151,13 +163,9 @@ def _pick_column(names: list[str], key: str | int | None, where: str) -> str:
         raise ClassWeightError(f"Expected key= to name a column of {where} (a string), but got {key!r}")
     if key not in names:
         raise ClassWeightError(f"key {key!r} not found in {where}; available columns: {', '.join(names) or '(none)'}")
+    if names.count(key) > 1:  # Arrow allows it, but then no name says which column is meant
+        raise ClassWeightError(f"{where} has {names.count(key)} columns named {key!r}; expected one column of that name")
     return key
-
-
-def _leaf_values(metadata: Any, name: str, groups: list[int]) -> int:
-    """Leaf values of column ``name`` in ``groups`` as the footer records them (an estimate of its labels)."""
-    leaves = [i for i in range(metadata.num_columns) if metadata.schema.column(i).path.split(".")[0] == name]
-    return sum(metadata.row_group(g).column(i).num_values for g in groups for i in leaves)
 
 
 # --------------------------------------------------------------- layout ----
@@ -213,17 +221,20 @@ class _Seen:
     labels: int = 0
 
 
+def _batch_rows(layout: _Layout, chunk_size: int, seen: _Seen) -> int:
+    """Rows of about ``chunk_size`` labels; for lists, by the labels per row seen so far."""
+    if layout.per_row is not None:
+        return _rows_per_chunk(layout.per_row, chunk_size)
+    if seen.rows == 0:
+        return min(_FIRST_RAGGED_BATCH, chunk_size)
+    return max(1, chunk_size * seen.rows // max(1, seen.labels))
+
+
 def _row_ranges(lo: int, hi: int, layout: _Layout, chunk_size: int, seen: _Seen) -> Iterator[tuple[int, int]]:
-    """Rows ``[a, b)`` of about ``chunk_size`` labels each; for lists, by the labels per row seen so far."""
+    """Rows ``[a, b)`` of about ``chunk_size`` labels each (see ``_batch_rows``)."""
     a = lo
     while a < hi:
-        if layout.per_row is not None:
-            step = _rows_per_chunk(layout.per_row, chunk_size)
-        elif seen.rows == 0:
-            step = min(_FIRST_RAGGED_BATCH, chunk_size)
-        else:
-            step = max(1, chunk_size * seen.rows // max(1, seen.labels))
-        b = min(hi, a + step)
+        b = min(hi, a + _batch_rows(layout, chunk_size, seen))
         yield a, b
         a = b
 
