@@ -413,6 +413,49 @@ def test_cli_weights_compute_reads_parquet_and_caches_by_its_content(tmp_path, m
     assert missing_key.exit_code == 1 and "pass key= to name the label column, one of: label, image" in missing_key.stderr
 
 
+@needs_arrow
+def test_count_multilabel_reads_multi_hot_columns(tmp_path):
+    targets = np.random.default_rng(21).random((300, 5)) < 0.3
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(targets.reshape(-1)), 5)
+    lists = pa.array(targets.tolist(), pa.list_(pa.bool_()))
+    pq.write_table(pa.table({"fixed": fixed, "lists": lists}), tmp_path / "t.parquet", row_group_size=64)
+    for key in ("fixed", "lists"):
+        counts = cw.count_multilabel(tmp_path / "t.parquet", 5, key=key, chunk_size=50)
+        assert counts.positives.tolist() == targets.sum(axis=0).tolist() and counts.num_samples == 300, key
+    ragged = pa.table({"y": pa.array([[1, 0, 1, 0, 0], [1, 1, 0]], pa.list_(pa.int8()))})
+    with pytest.raises(ClassWeightError, match=r"table\['y'\]: expected multi-hot rows of num_classes=5 values, but a row holds 3"):
+        cw.count_multilabel(ragged, 5)
+
+
+@needs_arrow
+def test_sample_weights_of_table_columns():
+    labels = np.random.default_rng(23).integers(0, 4, (60, 3))
+    fixed = pa.table({"y": pa.FixedSizeListArray.from_arrays(pa.array(labels.reshape(-1)), 3)})
+    lists = pa.table({"y": pa.array(labels.tolist(), pa.list_(pa.int64()))})
+    expected = cw.sample_weights(labels, 4, method="balanced")
+    assert torch.allclose(cw.sample_weights(fixed, 4, method="balanced"), expected)
+    assert torch.allclose(cw.sample_weights(lists, 4, method="balanced"), expected)
+    assert torch.allclose(cw.sample_weights(pa.table({"y": labels[:, 0]}), 4), cw.sample_weights(labels[:, 0], 4))
+    ragged = pa.table({"y": pa.array([[0, 1], [2], [1, 1]], pa.list_(pa.int64()))})
+    with pytest.raises(ClassWeightError, match=r"table\['y'\]: expected samples of one length for per-sample weights, but its rows hold 2 and 1 labels"):
+        cw.sample_weights(ragged, 3)
+    with pytest.raises(ClassWeightError, match=r"table\['y'\]: label 7 at row 1, position 0 is out of range"):
+        cw.sample_weights(pa.table({"y": pa.array([[0], [7]], pa.list_(pa.int64()))}), 3)
+
+
+def test_count_multilabel_of_zarr_and_dask_arrays():
+    zarr = pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    targets = (np.random.default_rng(22).random((40, 3)) < 0.5).astype(np.uint8)
+    stored = zarr.create_array(store={}, shape=targets.shape, chunks=(16, 3), dtype="uint8")
+    stored[:] = targets
+    assert cw.count_multilabel(stored, 3).positives.tolist() == targets.sum(axis=0).tolist()
+    with pytest.raises(ClassWeightError, match=r"expected samples of shape \[4\]"):
+        cw.count_multilabel(stored, 4)
+    with pytest.raises(ClassWeightError, match="a Dask array is read only by count_labels, count_label_stats and compute_class_weights"):
+        cw.count_multilabel(da.from_array(targets), 3)
+
+
 # ------------------------------------------------- Hugging Face datasets ----
 
 

@@ -59,7 +59,7 @@ def zarr_stream(array: Any, chunk_size: int, shard: Shard | None) -> Stream:
                 raise
             except Exception as exc:  # noqa: BLE001 - codecs and stores raise many types for damaged data
                 raise ClassWeightError(f"could not read rows {a}-{b - 1} of {where}: {_one_line(exc)}") from None
-            yield Chunk(block.reshape(b - a, per_row), a * per_row)
+            yield Chunk(block.reshape(b - a, per_row), a * per_row, shape[1:])
             a = b
 
     return Stream(chunks(), hi - lo, where, sharded=shard is not None)

@@ -54,6 +54,11 @@ def release(stream: Stream) -> None:
 
 def count_multi_hot(chunk: Chunk, num_classes: int, where: str) -> tuple[np.ndarray, int]:
     """Positives per class and samples of one chunk of multi-hot rows."""
+    if chunk.lengths is not None:  # rows of a list column: multi-hot only if every row holds num_classes values
+        wrong = chunk.lengths[chunk.lengths != num_classes]
+        if wrong.size:
+            raise ClassWeightError(f"{where}: expected multi-hot rows of num_classes={num_classes} values, but a row holds {int(wrong[0])}")
+        chunk = Chunk(chunk.data.reshape(len(chunk.lengths), num_classes), chunk.start)
     if chunk.sample_shape is not None and tuple(chunk.sample_shape) != (num_classes,):
         raise ClassWeightError(
             f"{where}: expected samples of shape [{num_classes}] (multi-hot rows of num_classes={num_classes} values), "

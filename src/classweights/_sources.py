@@ -19,6 +19,7 @@ import math
 import numbers
 import os
 import struct
+import sys
 import warnings
 import zipfile
 import zlib
@@ -133,6 +134,9 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, p
         return _tables.dataset_stream(source, key, size, shard)
     if _chunked.is_zarr_array(source):
         return _chunked.zarr_stream(source, size, shard)
+    dask_array = sys.modules.get("dask.array")
+    if dask_array is not None and isinstance(source, dask_array.Array):  # item by item it would compute each sample alone
+        raise ClassWeightError("a Dask array is read only by count_labels, count_label_stats and compute_class_weights (on its scheduler); compute it (.compute()) or save it to .npy first")
     if isinstance(source, Mapping):
         name = _pick_key(list(source.keys()), key, "mapping")
         return _array_stream(_as_array(source[name], f"mapping[{name!r}]"), size, where=f"mapping[{name!r}]", shard=shard)

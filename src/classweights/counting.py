@@ -480,7 +480,11 @@ def _widen_unsigned(data: np.ndarray, chunk: Chunk, num_classes: int, where: str
 
 def _position(chunk: Chunk, i: int) -> str:
     """Where the ``i``-th label of ``chunk`` lies, for errors."""
-    return chunk.locate(i) if chunk.locate is not None else f"flat index {chunk.start + i}"
+    return _located(chunk.start, chunk.locate, i)
+
+
+def _located(start: int, locate: Callable[[int], str] | None, i: int) -> str:
+    return locate(i) if locate is not None else f"flat index {start + i}"
 
 
 def _out_of_range(value: int, position: str, num_classes: int, where: str) -> ClassWeightError:
@@ -490,8 +494,8 @@ def _out_of_range(value: int, position: str, num_classes: int, where: str) -> Cl
     )
 
 
-def _as_labels(x: torch.Tensor, chunk: Chunk, num_classes: int, where: str) -> torch.Tensor:
-    """Return an integer tensor torch can bincount, rejecting non-integer values."""
+def _as_labels(x: torch.Tensor, start: int, num_classes: int, where: str, locate: Callable[[int], str] | None = None) -> torch.Tensor:
+    """Return an integer tensor torch can bincount, rejecting non-integer values (``locate``: see ``Chunk``)."""
     if x.dtype in _NATIVE:
         return x
     if x.dtype == torch.bool:
@@ -503,7 +507,7 @@ def _as_labels(x: torch.Tensor, chunk: Chunk, num_classes: int, where: str) -> t
             i = int(bad.nonzero()[0])
             value = float(flat[i])
             raise ClassWeightError(
-                f"{where}: label {value!r} at {_position(chunk, i)} is not a class index "
+                f"{where}: label {value!r} at {_located(start, locate, i)} is not a class index "
                 f"(expected an integer in [0, {num_classes}))"
             )
         return x.to(torch.int64)
@@ -515,7 +519,7 @@ def _as_labels(x: torch.Tensor, chunk: Chunk, num_classes: int, where: str) -> t
         big = signed.reshape(-1) < 0
         if bool(big.any()):
             i = int(big.nonzero()[0])
-            raise _out_of_range(int(signed.reshape(-1)[i]) + (1 << 64), _position(chunk, i), num_classes, where)
+            raise _out_of_range(int(signed.reshape(-1)[i]) + (1 << 64), _located(start, locate, i), num_classes, where)
         return signed
     raise ClassWeightError(f"{where}: expected integer labels, but got dtype {str(x.dtype).replace('torch.', '')}")
 
@@ -528,7 +532,7 @@ def _count_chunk(
     where: str,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
     """Counts, image pixels (with ``presence``), samples and labels of one chunk."""
-    x = _as_labels(chunk.data, chunk, num_classes, where)
+    x = _as_labels(chunk.data, chunk.start, num_classes, where, chunk.locate)
     images, per_image = x.shape
     if chunk.lengths is not None:  # samples of different lengths, side by side in one row
         images = len(chunk.lengths)

@@ -238,8 +238,17 @@ def read_samples(labels: Any, num_classes: int, *, ignore_index: int | None, key
     pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
     samples = numel = 0
     for chunk in stream.chunks:
-        data = _as_labels(_to_tensor(chunk, cpu, num_classes, stream.where), chunk.start, num_classes, stream.where)
-        chunk_counts, chunk_pixels, chunk_samples, chunk_labels = _count_chunk(Chunk(data, chunk.start), num_classes, ignore_index, presence, stream.where)
+        if chunk.lengths is not None:  # rows of a list column: weighed per sample only while they are of one length
+            lengths = chunk.lengths
+            differ = lengths != lengths[0] if lengths.size else lengths.astype(bool)
+            if differ.any():
+                other = int(lengths[differ][0])
+                raise ClassWeightError(
+                    f"{stream.where}: expected samples of one length for per-sample weights, but its rows hold {int(lengths[0])} and {other} labels"
+                )
+            chunk = Chunk(chunk.data.reshape(len(lengths), int(lengths[0]) if lengths.size else 0), chunk.start, locate=chunk.locate)
+        data = _as_labels(_to_tensor(chunk, cpu, num_classes, stream.where), chunk.start, num_classes, stream.where, chunk.locate)
+        chunk_counts, chunk_pixels, chunk_samples, chunk_labels = _count_chunk(Chunk(data, chunk.start, locate=chunk.locate), num_classes, ignore_index, presence, stream.where)
         counts += chunk_counts
         if pixels is not None and chunk_pixels is not None:
             pixels += chunk_pixels
