@@ -119,26 +119,28 @@ def parquet_stream(file: _SourceFile, path: Path, key: str | int | None, chunk_s
     groups = [g for g, size in enumerate(sizes) if size and starts[g] < hi and starts[g] + size > lo]
     seen = _Seen()
 
-    def read(group: int, batch_rows: int, first: int) -> Iterator[tuple[Any, int]]:
-        """The rows of ``group`` from row ``first`` on (and within this shard), ``batch_rows`` at a time."""
-        row = starts[group]
-        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=[group], columns=[name], use_pandas_metadata=False):
+    def read(chosen: list[int], batch_rows: int, first: int) -> Iterator[tuple[Any, int]]:
+        """The rows of the row groups ``chosen`` from row ``first`` on (and within this shard), ``batch_rows`` at a time."""
+        row = starts[chosen[0]]
+        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=chosen, columns=[name], use_pandas_metadata=False):
             a, b = max(lo, first, row), min(hi, row + batch.num_rows)
             if b > a:
                 yield batch.column(0).slice(a - row, b - a), a
             row += batch.num_rows
 
     def batches() -> Iterator[tuple[Any, int]]:
-        # One reader per row group, its batch size from the labels per row seen so far. The footer's value
-        # counts would tell them up front, but some damaged footers make pyarrow abort when they are read.
-        for group in groups:
-            first = starts[group]
-            if layout.per_row is None and seen.rows == 0:  # a first look at a list column: a few rows, then read on
-                for piece in read(group, min(_FIRST_RAGGED_BATCH, chunk_size), first):
-                    yield piece
-                    first = piece[1] + len(piece[0])
-                    break
-            yield from read(group, _batch_rows(layout, chunk_size, seen), first)
+        if not groups:
+            return
+        first = starts[groups[0]]
+        if layout.per_row is None:
+            # A list column's labels per row are unknown until some rows are read: a first look at a few rows
+            # sizes the batches of the rest. (The footer's value counts would tell, but some damaged footers
+            # make pyarrow abort when they are read.)
+            for piece in read(groups[:1], min(_FIRST_RAGGED_BATCH, chunk_size), first):
+                yield piece
+                first = piece[1] + len(piece[0])
+                break
+        yield from read(groups, _batch_rows(layout, chunk_size, seen), first)
 
     def chunks() -> Iterator[Chunk]:
         try:
