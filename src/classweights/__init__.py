@@ -19,22 +19,33 @@ from ._errors import ClassWeightError
 from .counting import LabelStats, count_label_stats, count_labels
 from .encoding import class_weight_dict, encode_labels
 from .files import LabelFile, read_labels
-from .methods import METHODS, register_method, weights_from_counts
+from .methods import METHODS, check_method, register_method, weights_from_counts
 from .multilabel import MultilabelCounts, count_multilabel, pos_weight
 from .pipeline import compute_class_weights, count_and_weigh
 from .sampling import make_sampler, sample_weights
-from .storage import load_class_weights, save_class_weights
+from .storage import (
+    FORMAT_VERSION,
+    atomic_open,
+    atomic_write_bytes,
+    load_class_weights,
+    read_small_file,
+    save_class_weights,
+)
 from .validation import validate_weights
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "FORMAT_VERSION",
     "MAX_CLASSES",
     "METHODS",
     "ClassWeightError",
     "LabelFile",
     "LabelStats",
     "MultilabelCounts",
+    "atomic_open",
+    "atomic_write_bytes",
+    "check_method",
     "class_weight_dict",
     "compute_class_weights",
     "count_and_weigh",
@@ -46,6 +57,7 @@ __all__ = [
     "make_sampler",
     "pos_weight",
     "read_labels",
+    "read_small_file",
     "register_method",
     "sample_weights",
     "save_class_weights",
