@@ -27,9 +27,10 @@ import numpy as np
 import torch
 from _common import arc_like_labels, best_of, machine, table
 
-import arcvae.weights
+import arcvae.weight_cache
 import classweights
-from arcvae.weights import ClassWeights, FileStamp
+from arcvae.weight_cache import ClassWeights, FileStamp, WeightCache, WeightSpec
+from arcvae.weights import resolve_class_weights
 
 PIECE = 4 * 2**20  # bytes per read in the separate hashing pass
 
@@ -75,16 +76,15 @@ def main() -> None:
     parser.add_argument("--size-gib", type=float, default=2.0, help="size of the label file in GiB")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each full pass (the best is kept)")
     args = parser.parse_args()
-    arcvae.weights._QUIET_NS = 0  # the file is fresh: let the miss note its digest without waiting 2 s
+    arcvae.weight_cache.QUIET_NS = 0  # the file is fresh: let the miss note its digest without waiting 2 s
 
     with tempfile.TemporaryDirectory(prefix="bench-fingerprint-") as tmp:
         path, cache = Path(tmp) / "labels.npy", Path(tmp) / "cache"
         n = write_labels(path, args.size_gib)
 
         def resolve(labels: object, stamp: FileStamp | None) -> ClassWeights:
-            return arcvae.weights.resolve_class_weights(
-                labels, key=None, num_classes=10, method="sqrt_inverse", smooth=1.0, cache_dir=cache,
-                use_cache=True, source=str(path), stamp=stamp)  # fmt: skip
+            spec = WeightSpec(num_classes=10, method="sqrt_inverse", smooth=1.0)
+            return resolve_class_weights(labels, spec, key=None, cache=WeightCache(cache), source=str(path), stamp=stamp)
 
         count, fused, two_pass = interleaved([
             lambda: classweights.count_label_stats(path, 10),

@@ -35,13 +35,17 @@ import torch.nn.functional as F
 from _common import arc_like_labels, best_of, machine, table, verdict
 from rich.console import Console
 
-from arcvae import data as corpus
+from arcvae.checkpoints import save_checkpoint
 from arcvae.config import TrainConfig
+from arcvae.data import load_split, save_corpus
+from arcvae.loop import evaluate
 from arcvae.losses import FocalLoss, kl_divergence
 from arcvae.metrics import Tally
-from arcvae.model import BetaVAE
+from arcvae.model import BetaVAE, predictions
 from arcvae.report import Reporter
-from arcvae.trainer import evaluate, make_optimizer, predictions, save_checkpoint, train
+from arcvae.state import make_optimizer
+from arcvae.trainer import train
+from arcvae.weight_cache import WeightCache, WeightSpec
 from arcvae.weights import resolve_class_weights
 
 ROUNDS = 3  # repeats of every measurement; the best is kept
@@ -205,17 +209,17 @@ def trainer_extras(loop: BareLoop, batch: torch.Tensor, config: TrainConfig, tmp
 
     every_log, every_epoch = config.log_every_n_steps, config.overfit_repeats
     parts = [
-        ("predictions(logits) (tally input)", "_train_step", 1, best_of(lambda: predictions(logits.detach()), repeats=7)),
+        ("predictions(logits) (tally input)", "train_step", 1, best_of(lambda: predictions(logits.detach()), repeats=7)),
         ("  the same by logits.argmax(dim=1)", "(not used)", 1, best_of(lambda: logits.detach().argmax(dim=1), repeats=7)),
-        ("Tally.update", "_train_step", 1, best_of(lambda: tally.update(preds, batch), repeats=7)),
-        ("evaluate(model, loss_fn, batch, ...)", "_overfit_loop", every_log,
+        ("Tally.update", "train_step", 1, best_of(lambda: tally.update(preds, batch), repeats=7)),
+        ("evaluate(model, loss_fn, batch, ...)", "overfit_loop", every_log,
          best_of(lambda: evaluate(model, loss_fn, batch, beta=1.0, beta_max=1.0, free_bits=0.0), repeats=7)),
-        ("Tally.summary x2 + metrics.jsonl line", "_log_step", every_log, best_of(log_line, repeats=7)),
-        ("per-class line (Rich print)", "_overfit_loop", every_log, best_of(lambda: reporter.per_class(per_class), repeats=7)),
-        ("checkpoint: torch.save + fsync'd write", "_save", every_epoch, best_of(save, repeats=5)),
+        ("Tally.summary x2 + metrics.jsonl line", "log_step", every_log, best_of(log_line, repeats=7)),
+        ("per-class line (Rich print)", "overfit_loop", every_log, best_of(lambda: reporter.per_class(per_class), repeats=7)),
+        ("checkpoint: torch.save + fsync'd write", "save_state", every_epoch, best_of(save, repeats=5)),
     ]  # fmt: skip
     with reporter.epoch_bar("bench", 10**9) as bar:
-        parts.append(("bar.advance()", "_overfit_loop", 1, best_of(bar.advance, repeats=7)))
+        parts.append(("bar.advance()", "overfit_loop", 1, best_of(bar.advance, repeats=7)))
     metrics.close()
     extra = sum(s / every for name, _, every, s in parts if not name.startswith("  ")) * 1e3
     rows = [[name, where, f"every {every}" if every > 1 else "every step", f"{s * 1e3:.3f}", f"{s / every * 1e3:.3f}"]
@@ -242,12 +246,12 @@ def main() -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp / "inductor")  # a cold torch.compile, timed
         (tmp / "runs").mkdir()
         grids = arc_like_labels(22_000)
-        data = corpus.save_corpus({"train": grids[:20_000], "val": grids[20_000:21_000], "test": grids[21_000:]}, tmp / "c.npz")
+        data = save_corpus({"train": grids[:20_000], "val": grids[20_000:21_000], "test": grids[21_000:]}, tmp / "c.npz")
 
         config = TrainConfig(data=str(data), overfit_batch=True)
-        train_split = corpus.load_split(data, "train")
-        weights = resolve_class_weights(train_split, key="train", num_classes=config.num_colors, method=config.weights_method,
-                                        smooth=config.weights_smooth, cache_dir=None, use_cache=False, source=str(data))  # fmt: skip
+        train_split = load_split(data, "train")
+        spec = WeightSpec(config.num_colors, config.weights_method, config.weights_smooth)
+        weights = resolve_class_weights(train_split, spec, key="train", cache=WeightCache(None, read=False), source=str(data))
         alpha = weights.weights
         batch = torch.from_numpy(train_split[: config.overfit_samples].astype(np.int64))
 
@@ -302,7 +306,7 @@ def main() -> None:
         rows, extra = trainer_extras(bare, batch, config, tmp)
         bare_ms = 1e3 / bare_best
         print(f"trainer extras beyond the bare step (ms; bare step {bare_ms:.2f} ms; best of 5-7 calls each)")
-        print(table(rows, ["extra", "in trainer.py", "how often", "ms/call", "ms/step"]))
+        print(table(rows, ["extra", "in", "how often", "ms/call", "ms/step"]))
         print(f"sum {extra:.2f} ms/step = {extra / bare_ms:.0%} of the bare step -> predicted trainer/bare {bare_ms / (bare_ms + extra):.2f}x")
 
         # -- second table: candidate speed-ups of the bare step

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import torch
 
-from arcvae import trainer
+from arcvae import checkpoints, trainer
 from arcvae.config import TrainConfig
+from arcvae.run_files import RunResult
 
 
-def save_state(result: trainer.RunResult, path: Path) -> None:
+def save_state(result: RunResult, path: Path) -> None:
     assert result.model is not None
     torch.save({"model": result.model.state_dict(), "weights": result.class_weights}, path)
 
@@ -38,19 +39,19 @@ def straight_and_resumed(corpus: str, folder: Path, mode: str, device: str) -> N
         options.update(batch_size=128)
     save_state(trainer.train(TrainConfig(out=str(folder / "straight"), **options)), folder / f"straight-rank{rank}.pt")
 
-    real_save = trainer._save
+    real_save = checkpoints.save_state
 
     def stop_after_first_epoch(state, epoch, name="last.pt", **kwargs):
         real_save(state, epoch, name, **kwargs)
         if epoch == 1 and name == "last.pt":
             raise KeyboardInterrupt
 
-    trainer._save = stop_after_first_epoch
+    checkpoints.save_state = stop_after_first_epoch
     try:
         trainer.train(TrainConfig(out=str(folder / "resumed"), **options))
     except KeyboardInterrupt:
         pass
-    trainer._save = real_save
+    checkpoints.save_state = real_save
     save_state(trainer.train(TrainConfig(), resume=folder / "resumed"), folder / f"resumed-rank{rank}.pt")
 
 

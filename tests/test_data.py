@@ -22,11 +22,9 @@ from arcvae.data import (
     generate_corpus,
     load_corpus,
     load_split,
-    _arc_sources,
-    _sample_splits,
-    _split_tasks,
     save_corpus,
 )
+from arcvae.data.arc import arc_sources, sample_splits, split_tasks
 from arcvae.errors import ArcvaeError
 
 
@@ -196,21 +194,21 @@ def test_arc_is_deterministic_per_seed(arc: dict[str, np.ndarray]) -> None:
 
 
 def test_arc_tasks_split_disjoint_covering_and_seeded() -> None:
-    tasks = _arc_sources()[3]
-    parts = _split_tasks(tasks, seed=3)
+    tasks = arc_sources()[3]
+    parts = split_tasks(tasks, seed=3)
     assert tuple(parts) == SPLITS
     every = set(tasks.tolist())
     assert len(every) == 1_120
     assert sorted(parts["train"] + parts["val"] + parts["test"]) == sorted(every)  # disjoint and covering
     assert [len(parts[name]) for name in SPLITS] == [896, 112, 112]
-    assert _split_tasks(tasks, seed=3) == parts
-    assert _split_tasks(tasks[::-1], seed=3) == parts  # order of the sources does not matter
-    assert _split_tasks(tasks, seed=4)["val"] != parts["val"]
+    assert split_tasks(tasks, seed=3) == parts
+    assert split_tasks(tasks[::-1], seed=3) == parts  # order of the sources does not matter
+    assert split_tasks(tasks, seed=4)["val"] != parts["val"]
 
 
 def test_split_tasks_needs_three_tasks() -> None:
     with pytest.raises(ArcvaeError, match="distinct tasks"):
-        _split_tasks(["a", "b", "a"], seed=0)
+        split_tasks(["a", "b", "a"], seed=0)
 
 
 def test_each_split_samples_only_its_own_tasks() -> None:
@@ -233,8 +231,8 @@ def test_each_split_samples_only_its_own_tasks() -> None:
             sources[i, :side, :side] = flat.reshape(side, side)
             heights[i] = widths[i] = side
             tasks.append(f"task{k:02d}")
-    corpus = _sample_splits(sources, heights, widths, np.array(tasks), 2_000, seed=11)
-    parts = _split_tasks(tasks, seed=11)
+    corpus = sample_splits(sources, heights, widths, np.array(tasks), 2_000, seed=11)
+    parts = split_tasks(tasks, seed=11)
     assert [len(corpus[name]) for name in SPLITS] == [1_600, 200, 200]
     seen_all = set()
     for name in SPLITS:
@@ -245,7 +243,7 @@ def test_each_split_samples_only_its_own_tasks() -> None:
         assert seen_all.isdisjoint(seen)
         seen_all |= seen
     assert len(seen_all) > 0.9 * num_tasks  # every split really drew from its pool
-    again = _sample_splits(sources, heights, widths, np.array(tasks), 2_000, seed=11)
+    again = sample_splits(sources, heights, widths, np.array(tasks), 2_000, seed=11)
     assert all(again[name].tobytes() == corpus[name].tobytes() for name in SPLITS)
 
 

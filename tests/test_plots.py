@@ -154,11 +154,11 @@ def test_show_prints_grids_and_summary_and_saves_the_png(run_dir, tmp_path):
 
 
 def test_show_takes_the_split_in_normal_mode(tiny_corpus):
-    from arcvae.commands.show import _grids
     from arcvae.config import TrainConfig
     from arcvae.data import load_split
+    from arcvae.run_files import grids_trained_on
 
-    grids, source = _grids(TrainConfig(data=str(tiny_corpus)), "val", 3)
+    grids, source = grids_trained_on(TrainConfig(data=str(tiny_corpus)), "val", 3)
     assert np.array_equal(grids, load_split(tiny_corpus, "val")[:3]) and "val split" in source
 
 

@@ -26,8 +26,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import classweights
-from arcvae import checkpoints, trainer
-from arcvae import weights as arc_weights
+from arcvae import checkpoints, loop, trainer, weight_cache
+from arcvae import state as training_state
+from arcvae.weight_cache import DigestNotes, FileStamp, WeightCache, WeightSpec
+from arcvae.weights import resolve_class_weights
 from arcvae.cli import app
 from arcvae.config import TrainConfig
 from arcvae.errors import ArcvaeError
@@ -79,7 +81,7 @@ def compute(path: Path, *extra: object):
 @pytest.fixture
 def no_quiet_period(monkeypatch):
     """Digest notes are written only for files left alone for 2 s; tests use files they have just made."""
-    monkeypatch.setattr(arc_weights, "_QUIET_NS", -1)
+    monkeypatch.setattr(weight_cache, "QUIET_NS", -1)
 
 
 class Planted:
@@ -98,6 +100,10 @@ class Planted:
 BASE = dict(key="train", num_classes=10, method="sqrt_inverse", smooth=1.0, normalize=True, ignore_index=None)
 
 
+def fingerprint(digest: str, key: str | None, **spec) -> str:
+    return WeightSpec(**spec).fingerprint(digest, key)
+
+
 @pytest.mark.parametrize(
     "change",
     [{"key": "val"}, {"num_classes": 11}, {"method": "inverse"}, {"smooth": 0.5}, {"normalize": False}, {"ignore_index": 0}],
@@ -105,14 +111,14 @@ BASE = dict(key="train", num_classes=10, method="sqrt_inverse", smooth=1.0, norm
 )
 def test_p1_every_parameter_is_in_the_fingerprint(change):
     digest = "ab" * 32
-    assert arc_weights.weights_fingerprint(digest, **{**BASE, **change}) != arc_weights.weights_fingerprint(digest, **BASE)
+    assert fingerprint(digest, **{**BASE, **change}) != fingerprint(digest, **BASE)
 
 
 def test_p1_data_digest_and_format_version_are_in_the_fingerprint(monkeypatch):
-    before = arc_weights.weights_fingerprint("ab" * 32, **BASE)
-    assert arc_weights.weights_fingerprint("cd" * 32, **BASE) != before
-    monkeypatch.setattr(arc_weights, "FORMAT_VERSION", 2)
-    assert arc_weights.weights_fingerprint("ab" * 32, **BASE) != before
+    before = fingerprint("ab" * 32, **BASE)
+    assert fingerprint("cd" * 32, **BASE) != before
+    monkeypatch.setattr(weight_cache, "FORMAT_VERSION", 2)
+    assert fingerprint("ab" * 32, **BASE) != before
 
 
 @given(data=st.data())
@@ -160,23 +166,24 @@ def test_p1_a_hit_reads_no_labels_and_a_miss_reads_them_once(tmp_path, monkeypat
         return real_open(*args, **kwargs)
 
     monkeypatch.setattr(classweights._sources, "_npy_stream", counting_stream)
-    common = dict(key=None, num_classes=10, method="sqrt_inverse", smooth=1.0, cache_dir=tmp_path / "c", use_cache=True, source="t")
-    miss = arc_weights.resolve_class_weights(path, stamp=arc_weights.FileStamp.of(path), **common)
+    common = dict(key=None, cache=WeightCache(tmp_path / "c", read=True), source="t")
+    spec = WeightSpec(num_classes=10, method="sqrt_inverse", smooth=1.0)
+    miss = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)
     assert not miss.from_cache and len(reads) == 1  # counted and hashed in the same pass
-    hit = arc_weights.resolve_class_weights(path, stamp=arc_weights.FileStamp.of(path), **common)
+    hit = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)
     assert hit.from_cache and len(reads) == 1  # the digest note answered: no read at all
     assert hit.weights.tolist() == miss.weights.tolist() and hit.counts.tolist() == miss.counts.tolist()
 
 
 def test_p1_a_file_rewritten_in_its_quiet_period_is_rehashed(tmp_path):
     path = labels_file(tmp_path)
-    notes = arc_weights.DigestNotes(tmp_path / "c")
-    stamp = arc_weights.FileStamp.of(path)
+    notes = DigestNotes(tmp_path / "c")
+    stamp = FileStamp.of(path)
     notes.remember(stamp, None, "ab" * 32)
     said: list[str] = []
     assert notes.lookup(stamp, None, said.append) is None and not said  # written just now: not trusted yet
     labels_file(tmp_path, seed=1)
-    assert arc_weights.FileStamp.of(path) != stamp
+    assert FileStamp.of(path) != stamp
 
 
 # ------------------------------------------------ P2 no code execution ----
@@ -223,8 +230,8 @@ def test_p2_a_planted_checkpoint_never_runs(tmp_path, kind):
 
 def test_p2_a_planted_digest_note_is_ignored(tmp_path, no_quiet_period):
     path = labels_file(tmp_path)
-    stamp = arc_weights.FileStamp.of(path)
-    notes = arc_weights.DigestNotes(cache_root())
+    stamp = FileStamp.of(path)
+    notes = DigestNotes(cache_root())
     notes.remember(stamp, None, "ab" * 32)
     [note] = (cache_root() / "digests").glob("*.json")
     marker = tmp_path / "marker"
@@ -536,7 +543,7 @@ def existing_state(tiny_corpus, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("existing-state")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(folder / "xdg-cache"))  # the per-test cache folder, relative to tmp_path
-        patch.setattr(arc_weights, "_QUIET_NS", -1)
+        patch.setattr(weight_cache, "QUIET_NS", -1)
         assert compute(labels_file(folder)).exit_code == 0
         assert run("weights", "compute", tiny_corpus, "--out", folder / "weights.json").exit_code == 0
         assert run("train", "--overfit-batch", "--quick-test", "--epochs", "1", "--data", tiny_corpus, "--out", folder / "run").exit_code == 0
@@ -578,17 +585,17 @@ def quiet_reporter():
 
 
 def interrupted(config: TrainConfig, monkeypatch, after_epoch: int = 1) -> None:
-    real_save = trainer._save
+    real_save = checkpoints.save_state
 
-    def crash(state, epoch, name="last.pt", **kwargs):
-        real_save(state, epoch, name, **kwargs)
+    def crash(training, epoch, name="last.pt", **kwargs):
+        real_save(training, epoch, name, **kwargs)
         if epoch == after_epoch and name == "last.pt":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "_save", crash)
+    monkeypatch.setattr(checkpoints, "save_state", crash)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, quiet_reporter()[0])
-    monkeypatch.setattr(trainer, "_save", real_save)
+    monkeypatch.setattr(checkpoints, "save_state", real_save)
 
 
 def metric_lines(run_dir: Path) -> list[dict]:
@@ -640,7 +647,7 @@ def test_p8_resume_trains_on_the_weights_it_started_with(tiny_corpus, tmp_path, 
     [cached] = cached_weight_files()
     weights, meta = load_class_weights(cached, with_metadata=True)
     save_class_weights((weights * torch.arange(1, 11)).tolist(), cached, **meta)
-    monkeypatch.setattr(arc_weights, "FORMAT_VERSION", 99)
+    monkeypatch.setattr(weight_cache, "FORMAT_VERSION", 99)
     report, out = quiet_reporter()
     result = trainer.train(TrainConfig(), report, resume=tmp_path / "run")
     assert torch.equal(result.class_weights, started_with)
@@ -685,7 +692,7 @@ def nan_after(calls: int):
 
 @pytest.mark.parametrize("bad_step", [7, 14])
 def test_p9_non_finite_gradients_stop_at_the_named_step_and_save_nothing_bad(tiny_corpus, tmp_path, monkeypatch, bad_step):
-    monkeypatch.setattr(trainer, "BetaVAE", nan_after(bad_step))
+    monkeypatch.setattr(training_state, "BetaVAE", nan_after(bad_step))
     config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, target_accuracy=1.0, log_every_n_steps=5)
     with pytest.raises(ArcvaeError, match=f"non-finite .* at step {bad_step}; stopping without saving"):
         trainer.train(config, quiet_reporter()[0])
@@ -699,7 +706,7 @@ def test_p9_non_finite_gradients_stop_at_the_named_step_and_save_nothing_bad(tin
 
 
 def test_p9_a_non_finite_loss_is_named(tiny_corpus, tmp_path, monkeypatch):
-    real_kl = trainer.kl_divergence
+    real_kl = loop.kl_divergence
     calls = [0]
 
     def kl(*args, **kwargs):
@@ -707,7 +714,7 @@ def test_p9_a_non_finite_loss_is_named(tiny_corpus, tmp_path, monkeypatch):
         value = real_kl(*args, **kwargs)
         return value * float("inf") if calls[0] >= 3 else value
 
-    monkeypatch.setattr(trainer, "kl_divergence", kl)
+    monkeypatch.setattr(loop, "kl_divergence", kl)
     config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, beta_schedule="constant")
     with pytest.raises(ArcvaeError, match="non-finite .* at step 3"):
         trainer.train(config, quiet_reporter()[0])

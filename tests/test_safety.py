@@ -332,14 +332,14 @@ def test_a_run_folder_with_markup_in_its_name(tiny_corpus, tmp_path):
 
 
 def test_training_on_the_default_corpus_survives_an_unwritable_cache(tmp_path, monkeypatch):
-    from arcvae import data
+    from arcvae.data import default, generate_corpus
 
     blocked = tmp_path / "cache"
     blocked.mkdir()
     (blocked / "arcvae").write_text("not a folder")  # every write below the cache folder fails
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    tiny = data.generate_corpus(100, seed=0)
-    monkeypatch.setattr(data, "generate_corpus", lambda n, seed, progress=None: tiny)
+    tiny = generate_corpus(100, seed=0)
+    monkeypatch.setattr(default, "generate_corpus", lambda n, seed, progress=None: tiny)
     result = run("train", "--overfit-batch", "--quick-test", "--epochs", "1", "--out", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert result.stdout.count("[WARNING]") == 1 and "could not write the default corpus" in result.stdout
@@ -401,9 +401,9 @@ def test_sigterm_stops_a_run_with_one_line_and_it_resumes(tiny_corpus, tmp_path)
 @pytest.fixture
 def no_quiet_period(monkeypatch):
     """Digest notes are written only for files left alone for 2 s; these tests use files they have just made."""
-    from arcvae import weights
+    from arcvae import weight_cache
 
-    monkeypatch.setattr(weights, "_QUIET_NS", -1)
+    monkeypatch.setattr(weight_cache, "QUIET_NS", -1)
 
 
 def cache_files(folder: str) -> list[Path]:

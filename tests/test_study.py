@@ -39,7 +39,7 @@ def test_study_on_a_tiny_corpus_writes_a_table_json_and_plot(tiny_corpus, tmp_pa
         assert entry["summary"]["runs"] == 1 and 0 <= entry["summary"]["reached_target"] <= 1
         assert (out / "runs" / f"{arm.replace(':', '-')}-seed42" / "reconstructions.png").exists()
     config = json.loads((out / "runs" / "batch-seed42" / "config.json").read_text())
-    assert config["weights_source"] == "batch" and config["overfit_batch"]
+    assert config["weights_from"] == "batch" and config["overfit_batch"]
     assert json.loads((out / "runs" / "none-seed42" / "config.json").read_text())["use_class_weights"] is False
     width, height = png_size(out / "study.png")
     assert width > 200 and height > 150
@@ -49,7 +49,7 @@ def test_study_on_a_tiny_corpus_writes_a_table_json_and_plot(tiny_corpus, tmp_pa
 
 def test_arms_and_bad_methods():
     assert arm_config("none") == {"use_class_weights": False}
-    assert arm_config("batch") == {"weights_source": "batch"}
+    assert arm_config("batch") == {"weights_from": "batch"}
     assert arm_config("full:enet") == {"weights_method": "enet"}
     with pytest.raises(ArcvaeError, match="Expected an arm"):
         arm_config("half")

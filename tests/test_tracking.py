@@ -183,7 +183,7 @@ def fake_wandb(monkeypatch):
 
 def test_open_passes_the_run_settings(fake_wandb, tmp_path):
     run_dir = tmp_path / "runs" / "r1"
-    tracker = open_tracker(True, config={"lr": 1e-3}, run_dir=run_dir, name="r1", group="sweep")
+    tracker = open_tracker(True, config={"lr": 1e-3}, run_dir=run_dir, name="r1", wandb_group="sweep")
     assert isinstance(tracker, WandbTracker) and isinstance(tracker, Tracker)
     assert fake_wandb.inits == [{"project": "arcvae", "name": "r1", "group": "sweep", "config": {"lr": 1e-3},
                                  "dir": str(run_dir), "reinit": "finish_previous"}]  # fmt: skip
@@ -281,7 +281,7 @@ def offline_wandb(tmp_path, monkeypatch):
 
 def test_real_wandb_offline_run(offline_wandb):
     run_dir = offline_wandb / "run"
-    tracker = open_tracker(True, config={"lr": 1e-3, "epochs": 2}, run_dir=run_dir, name="offline-test", group="tests")
+    tracker = open_tracker(True, config={"lr": 1e-3, "epochs": 2}, run_dir=run_dir, name="offline-test", wandb_group="tests")
     assert isinstance(tracker, WandbTracker)
     assert tracker.run.project == "arcvae" and tracker.run.name == "offline-test"
     for step in (10, 20):

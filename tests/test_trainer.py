@@ -13,7 +13,10 @@ from rich.console import Console
 from arcvae import trainer
 from arcvae.config import TrainConfig
 from arcvae.errors import ArcvaeError
+from arcvae.model import predictions
 from arcvae.report import Reporter
+from arcvae.runtime import resolve_device
+from arcvae.state import make_optimizer
 
 
 def quiet() -> tuple[Reporter, io.StringIO]:
@@ -100,7 +103,7 @@ def test_unavailable_device_is_a_clear_error(device):
     if available:
         pytest.skip(f"{device} is available here")
     with pytest.raises(ArcvaeError, match=f"device '{device}' was requested, but"):
-        trainer.resolve_device(device)
+        resolve_device(device)
 
 
 def test_resuming_a_finished_run_does_nothing(tiny_corpus, tmp_path):
@@ -178,9 +181,9 @@ def test_bad_schedule_options_fail_before_any_work():
 def test_predictions_equal_argmax_including_ties():
     g = torch.Generator().manual_seed(0)
     logits = torch.randint(0, 3, (8, 10, 16, 16), generator=g).float()  # many ties
-    assert torch.equal(trainer.predictions(logits), logits.argmax(dim=1))
+    assert torch.equal(predictions(logits), logits.argmax(dim=1))
 
 
 def test_make_optimizer_is_adam_with_the_learning_rate():
-    optimizer = trainer.make_optimizer(torch.nn.Linear(2, 2).parameters(), 3e-4)
+    optimizer = make_optimizer(torch.nn.Linear(2, 2).parameters(), 3e-4)
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 3e-4

@@ -1,7 +1,8 @@
-"""Checkpoints: written atomically, loaded without running code, and checked before anything uses them.
+"""Checkpoints: a training state saved atomically, loaded without running code, checked before anything uses it.
 
 A checkpoint is a dict of tensors and plain data (see docs/cli.md, the run
-folder). ``torch.load(..., weights_only=True)`` guarantees that loading runs
+folder): :func:`save_state` writes one at the end of an epoch, and
+:func:`restore_state` puts it back into a resumed run. ``torch.load(..., weights_only=True)`` guarantees that loading runs
 no code; :func:`check_checkpoint` then checks that what loaded is a complete,
 consistent checkpoint of this version (a model of the right shape for its
 configuration, random states torch can restore, counters that make sense), so
@@ -15,14 +16,18 @@ import io
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from classweights.storage import atomic_write_bytes
+import classweights
 
 from .config import TrainConfig
 from .errors import ArcvaeError
+from .model import BetaVAE
+
+if TYPE_CHECKING:
+    from .state import TrainingState
 
 CHECKPOINT_VERSION = 2
 _RNG_BYTES = torch.get_rng_state().numel()  # a CPU generator's state; the loader's generator has the same size
@@ -36,7 +41,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` into memory, then an atomic write: a crash never leaves half a checkpoint."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    classweights.atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -54,6 +59,79 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ArcvaeError(f"could not load checkpoint {str(path)!r}: {first}") from None
     check_checkpoint(state, str(path))
     return state
+
+
+def save_state(state: TrainingState, epoch: int, name: str = "last.pt", *, finished: bool = False,
+               reached_target: bool = False, final: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Checkpoint ``state`` after ``epoch`` as ``checkpoints/<name>``: everything a resume needs to go on bit for bit.
+
+    Never a model that took a non-finite step. Under ``torchrun`` every
+    process's random state is gathered, rank 0 writes, and no process goes on
+    (or stops) before the file is on disk.
+    """
+    state.check_finite()
+    rng: dict[str, Any] = {"torch": torch.get_rng_state(), "loader": state.loader_rng.get_state()}
+    if state.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    if state.device.type == "mps":
+        rng["mps"] = torch.mps.get_rng_state()
+    if state.group.enabled:
+        rng = {**rng, "ranks": state.group.gather(rng)}
+    if state.group.is_main:
+        record = {
+            "version": CHECKPOINT_VERSION,
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "epoch": epoch,
+            "step": state.step,
+            "rng": rng,
+            "config": state.config.to_dict(),
+            "class_weights": None if state.weights is None else state.weights.weights,
+            "data_fingerprint": state.data_fingerprint,
+            "weights_fingerprint": None if state.weights is None else state.weights.fingerprint,
+            "best_val": state.best_val,
+            "stale": state.stale,
+            "finished": finished,
+            "reached_target": reached_target,
+            "final": final or {},
+        }
+        save_checkpoint(state.run_dir / "checkpoints" / name, record)
+    state.group.barrier()
+
+
+def restore_state(state: TrainingState, checkpoint: dict[str, Any]) -> int:
+    """Load model, optimiser, scheduler, counters and random states into ``state``; return the epoch to start at."""
+    state.model.load_state_dict(checkpoint["model"])
+    state.optimizer.load_state_dict(checkpoint["optimizer"])
+    state.scheduler.load_state_dict(checkpoint["scheduler"])
+    rng = checkpoint["rng"]
+    ranks = rng.get("ranks")
+    if state.group.enabled:
+        if ranks is not None and len(ranks) == state.group.world:
+            rng = ranks[state.group.rank]
+        else:
+            state.report.warn(f"the checkpoint holds no random state for {state.group.world} processes; the run continues, not bit-for-bit")  # fmt: skip
+    torch.set_rng_state(rng["torch"])
+    state.loader_rng.set_state(rng["loader"])
+    try:
+        if state.device.type == "cuda" and "cuda" in rng:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        if state.device.type == "mps" and "mps" in rng:
+            torch.mps.set_rng_state(rng["mps"])
+    except (RuntimeError, IndexError) as exc:
+        state.report.warn(f"could not restore the {state.device.type} random state ({exc}); the run continues, not bit-for-bit")  # fmt: skip
+    state.step, state.best_val, state.stale = int(checkpoint["step"]), float(checkpoint["best_val"]), int(checkpoint["stale"])  # fmt: skip
+    return int(checkpoint["epoch"])
+
+
+def check_same_data(run_dir: Path, checkpoint: dict[str, Any], data_path: Path, fingerprint: dict[str, str | None]) -> None:
+    """A run resumes only on the data it started with: the content digests of its splits must be the saved ones."""
+    for split, digest in fingerprint.items():
+        saved = checkpoint["data_fingerprint"].get(split)
+        if saved != digest:
+            raise ArcvaeError(f"cannot resume {str(run_dir)!r}: the {split} split of {str(data_path)!r} is not the data it was trained on "
+                              f"(content digest {str(digest)[:12]}, expected {str(saved)[:12]})")  # fmt: skip
 
 
 def check_checkpoint(state: Any, where: str) -> None:
@@ -89,8 +167,6 @@ def check_checkpoint(state: Any, where: str) -> None:
 
 
 def _check_model(model: dict[str, Any], config: TrainConfig, where: str) -> None:
-    from .model import BetaVAE
-
     expected = BetaVAE(config.num_colors, config.latent_dim).state_dict()
     if set(model) != set(expected):
         raise ArcvaeError(f"checkpoint {where!r} holds a model that is not a BetaVAE with {config.num_colors} colours "

@@ -1,4 +1,4 @@
-"""The ``arcvae`` command line: ``weights``, ``data`` and ``train``.
+"""The ``arcvae`` command line: ``train``, ``show``, ``weights``, ``data`` and ``study``.
 
 Only Typer and the standard library are imported here, so ``arcvae --help``
 stays fast; each command imports torch and the library when it runs.

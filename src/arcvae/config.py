@@ -1,104 +1,228 @@
-"""Training configuration: one dataclass, every default in one place."""
+"""Training configuration: every option of ``arcvae train`` declared once.
+
+Each field of :class:`TrainConfig` is declared with :func:`option`: its type,
+default, help text and range, in one place. Everything else is derived from
+the declarations: the checks below, the ``arcvae train`` command
+(``commands/train.py`` builds its options from :func:`command_line_options`),
+``--resume`` (a run's saved options are ``TrainConfig.from_dict`` of its
+checkpoint) and the study (its arms are ``TrainConfig`` fields). A field whose
+declaration has ``command_line=False`` is a fixed setting: no option, but
+recorded in the run's ``config.json`` like the others.
+
+This module imports only the standard library, so ``arcvae --help`` stays light.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from dataclasses import Field, asdict, dataclass, field, fields
+from functools import cache
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from .errors import ArcvaeError
 
-Device = Literal["auto", "cpu", "cuda", "mps"]
+# The choice sets, declared once; the command line offers exactly these.
+BetaScheduleName = Literal["linear_warmup", "cyclical", "constant"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+WeightsFrom = Literal["full", "batch"]  # count the full training split, or (overfit mode) only the batch
+
 SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (torch takes them all; numpy's global generator gets seed mod 2**32)
+QUICK_TEST = {"epochs": 3, "overfit_repeats": 10, "train_samples": 2048, "val_samples": 512}  # --quick-test limits
+
+
+@dataclass(frozen=True)
+class Option:
+    """The declaration of one :class:`TrainConfig` field, beside its type and default."""
+
+    help: str
+    low: float | None = None  # smallest value of a number
+    high: float | None = None  # largest value of a number
+    low_open: bool = False  # ``low`` itself is refused (``lr > 0``); the command line still shows ``x>=low``
+    flag: str | None = None  # a boolean's flag, when it turns a default of True off (``--no-class-weights``)
+    path: bool = False  # a file or folder: ``<path>`` on the command line, a string in the config
+    command_line: bool = True  # False: a fixed setting, with no option of ``arcvae train``
+
+
+def option(default: Any, help: str, **declaration: Any) -> Any:
+    """A :class:`TrainConfig` field: its default and its :class:`Option` declaration."""
+    return field(default=default, metadata={"option": Option(help, **declaration)})
+
+
+def fixed(default: Any, help: str, **declaration: Any) -> Any:
+    """A :class:`TrainConfig` field without a command-line option (recorded in ``config.json`` all the same)."""
+    return option(default, help, command_line=False, **declaration)
 
 
 @dataclass
 class TrainConfig:
-    # data
-    data: str | None = None  # .npz with train/val/test; None: the default corpus in the cache folder
-    out: str | None = None  # run folder; None: runs/<timestamp>[-overfit]
-    num_colors: int = 10
-    # mode
-    overfit_batch: bool = False  # memorise the first `overfit_samples` training grids
-    quick_test: bool = False  # a few short epochs on small subsets, for smoke runs
-    overfit_samples: int = 32  # unique grids in the overfit batch
-    overfit_repeats: int = 50  # steps per overfit epoch (the batch repeated)
-    target_accuracy: float = 0.95  # overfit mode stops once pixel accuracy reaches this
-    # class weights
-    use_class_weights: bool = True
-    use_cached_weights: bool = False  # reuse a matching cached weights file instead of recounting
-    weights_method: str = "sqrt_inverse"
-    weights_smooth: float = 1.0
-    weights_source: Literal["full", "batch"] = "full"  # count the full training split, or (overfit mode) only the batch
-    # model and loss
-    latent_dim: int = 32
-    focal_gamma: float = 2.0
-    beta_schedule: Literal["linear_warmup", "cyclical", "constant"] = "linear_warmup"
-    beta_max: float = 1.0
+    """Every option of a training run. See docs/cli.md (``arcvae train``) for what each one does."""
+
+    # -- data and mode
+    data: str | None = option(
+        None,
+        "Corpus .npz with train/val/test (default: the synthetic corpus in the cache folder, generated on first use).",
+        path=True,
+    )
+    overfit_batch: bool = option(
+        False, "Memorise one batch of 32 training grids (50 steps per epoch) until --target-accuracy."
+    )
+    quick_test: bool = option(False, "A short smoke run: at most 3 epochs, small subsets.")
+    num_colors: int = fixed(10, "Colours of the grids (classes of the loss).", low=2, high=256)
+    overfit_samples: int = fixed(32, "Unique grids in the overfit batch.", low=1)
+    overfit_repeats: int = fixed(50, "Steps per overfit epoch (the batch repeated).", low=1)
+    # -- class weights
+    use_class_weights: bool = option(
+        True, "Plain focal loss without class weights (for comparison).", flag="--no-class-weights"
+    )
+    use_cached_weights: bool = option(
+        False, "Reuse cached weights for the same data and parameters instead of recounting."
+    )
+    weights_method: str = option("sqrt_inverse", "Class-weight method from classweights.METHODS.")
+    weights_smooth: float = option(1.0, "Pseudo-count added to every class count.", low=0)
+    weights_from: WeightsFrom = option(
+        "full", "Count the full training split, or (with --overfit-batch, for comparison) only the batch."
+    )
+    # -- optimisation
+    epochs: int = option(50, "Maximum epochs.", low=1)
+    max_epochs: int | None = fixed(None, "Stop after this many epochs; the LR and beta schedules still span `epochs`.", low=1)  # fmt: skip
+    batch_size: int = option(128, "Batch size in normal mode (overfit mode uses its batch of 32).", low=1)
+    lr: float = option(5e-4, "Adam learning rate (cosine-annealed to 1e-5).", low=0, low_open=True)
+    min_lr: float = fixed(1e-5, "Floor of the cosine learning-rate schedule.", low=0)
+    grad_clip: float = fixed(1.0, "Largest gradient norm (0: no clipping).", low=0)
+    # -- model and loss
+    latent_dim: int = option(32, "Latent dimensions of the VAE.", low=1)
+    focal_gamma: float = fixed(2.0, "Focusing parameter of the focal loss.", low=0)
+    beta_schedule: BetaScheduleName = option("linear_warmup", "KL weight schedule.")
+    beta_max: float = option(1.0, "Final (or constant) KL weight.", low=0)
     # KL annealing: beta stays 0 for the first 10 epochs so the decoder learns to use the
     # latent code before the KL term can collapse it (with a 1-epoch warm-up the overfit
     # batch stalls at ~92% pixel / ~2% foreground accuracy), then ramps over 10 epochs.
-    beta_warmup_epochs: float = 10.0
-    beta_ramp_epochs: float = 10.0
-    beta_cycle_epochs: float = 10.0
-    free_bits: float = 0.0  # nats per latent dimension per sample; 0 disables
-    # optimisation
-    epochs: int = 50
-    max_epochs: int | None = None  # stop after this many epochs; the LR and beta schedules still span `epochs` (studies)
-    batch_size: int = 128
-    lr: float = 5e-4
-    min_lr: float = 1e-5  # cosine schedule floor
-    grad_clip: float = 1.0
-    patience: int = 10  # normal mode: epochs without validation improvement before stopping
-    # bookkeeping
-    log_every_n_steps: int = 10
-    seed: int = 42
-    device: Device = "auto"
-    wandb: bool = False  # also log to Weights & Biases (the optional wandb extra; WANDB_MODE=offline works without network)
+    beta_warmup_epochs: float = option(10.0, "linear_warmup: epochs with beta = 0 before the ramp.", low=0)
+    beta_ramp_epochs: float = option(
+        10.0, "linear_warmup: epochs to ramp beta from 0 to --beta-max.", low=0, low_open=True
+    )
+    beta_cycle_epochs: float = fixed(10.0, "cyclical: epochs per cycle.", low=0, low_open=True)
+    free_bits: float = option(0.0, "Free bits: minimum KL per latent dimension in nats (0 = off).", low=0)
+    # -- stopping
+    target_accuracy: float = option(
+        0.95, "Overfit mode stops when pixel accuracy reaches this.", low=0, low_open=True, high=1
+    )
+    patience: int = fixed(10, "Normal mode: epochs without validation improvement before stopping.", low=1)
+    # -- bookkeeping
+    seed: int = option(
+        42,
+        "Random seed, any integer from 0 to 2**63 - 1 (a timestamp in ms will do).",
+        low=0,
+        high=SEED_LIMIT - 1,
+    )
+    device: DeviceName = option("auto", "Where to train.")
+    out: str | None = option(None, "Run folder (default: runs/<time>).", path=True)
+    log_every_n_steps: int = option(10, "Print per-class accuracy and log metrics every N steps.", low=1)
+    wandb: bool = option(
+        False,
+        'Also log to Weights & Biases (pip install "classweights[wandb]"; WANDB_MODE=offline logs without network).',
+    )
 
     def __post_init__(self) -> None:
-        for name in ("overfit_batch", "quick_test", "use_class_weights", "use_cached_weights", "wandb"):
-            if not isinstance(getattr(self, name), bool):
-                raise ArcvaeError(f"Expected {name} to be true or false, but got {getattr(self, name)!r}")
-        for name in ("data", "out"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise ArcvaeError(f"Expected {name} to be a path or None, but got {getattr(self, name)!r}")
-        if not isinstance(self.weights_method, str):
-            raise ArcvaeError(f"Expected weights_method to be a method name, but got {self.weights_method!r}")
-        if isinstance(self.num_colors, bool) or not isinstance(self.num_colors, int) or not 2 <= self.num_colors <= 256:
-            raise ArcvaeError(f"Expected num_colors to be an integer from 2 to 256, but got {self.num_colors!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
-            raise ArcvaeError(f"Expected seed to be an integer from 0 to 2**63 - 1, but got {self.seed!r}")
-        positive_ints = ("epochs", "batch_size", "latent_dim", "overfit_samples", "overfit_repeats", "log_every_n_steps", "patience")
-        for name in positive_ints:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ArcvaeError(f"Expected {name} to be a positive integer, but got {value!r}")
-        if self.max_epochs is not None and (isinstance(self.max_epochs, bool) or not isinstance(self.max_epochs, int) or self.max_epochs < 1):
-            raise ArcvaeError(f"Expected max_epochs to be a positive integer or None, but got {self.max_epochs!r}")
-        for name in ("lr", "min_lr", "grad_clip", "beta_max", "free_bits", "weights_smooth", "focal_gamma"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (name == "lr" and value == 0):
-                raise ArcvaeError(f"Expected {name} to be a finite number {'> 0' if name == 'lr' else '>= 0'}, but got {value!r}")
-        if isinstance(self.target_accuracy, bool) or not isinstance(self.target_accuracy, (int, float)) or not 0 < self.target_accuracy <= 1:
-            raise ArcvaeError(f"Expected target_accuracy in (0, 1], but got {self.target_accuracy}")
-        if self.beta_schedule not in ("linear_warmup", "cyclical", "constant"):
-            raise ArcvaeError(f"Expected beta_schedule to be linear_warmup, cyclical or constant, but got {self.beta_schedule!r}")
-        for name, low in (("beta_warmup_epochs", "0"), ("beta_ramp_epochs", "a"), ("beta_cycle_epochs", "a")):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (low == "a" and value == 0):
-                raise ArcvaeError(f"Expected {name} to be a finite number {'>= 0' if low == '0' else '> 0'}, but got {value!r}")
-        if self.weights_source not in ("full", "batch"):
-            raise ArcvaeError(f"Expected weights_source to be 'full' or 'batch', but got {self.weights_source!r}")
-        if self.weights_source == "batch" and not self.overfit_batch:
-            raise ArcvaeError("weights from the overfit batch alone (weights_source='batch', --weights-from batch) need overfit mode (--overfit-batch)")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ArcvaeError(f"Expected device to be auto, cpu, cuda or mps, but got {self.device!r}")
+        for spec in fields(self):
+            _check(spec.name, getattr(self, spec.name), _field_types()[spec.name], spec.metadata["option"])
+        if self.weights_from == "batch" and not self.overfit_batch:
+            raise ArcvaeError(
+                "weights from the overfit batch alone (weights_from='batch', --weights-from batch) "
+                "need overfit mode (--overfit-batch)"
+            )
+
+    # -- what the options mean for a run
+
+    @property
+    def planned_epochs(self) -> int:
+        """The epochs the learning-rate and beta schedules span: ``epochs``, at most 3 in a quick test."""
+        return min(self.epochs, QUICK_TEST["epochs"]) if self.quick_test else self.epochs
+
+    @property
+    def epochs_to_run(self) -> int:
+        """The epochs actually run: :attr:`planned_epochs`, cut short by ``max_epochs`` (studies)."""
+        return min(self.planned_epochs, self.max_epochs or self.planned_epochs)
+
+    @property
+    def steps_per_overfit_epoch(self) -> int:
+        """Overfit mode: how often the batch is repeated per epoch."""
+        return QUICK_TEST["overfit_repeats"] if self.quick_test else self.overfit_repeats
+
+    # -- saved options (config.json and checkpoints)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The configuration saved by :meth:`to_dict`; unknown keys are ignored."""
+        values = dict(values)
+        if "weights_source" in values:  # the name of ``weights_from`` in runs saved before it was renamed
+            values.setdefault("weights_from", values.pop("weights_source"))
+        known = {spec.name for spec in fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def command_line_options() -> list[tuple[Field[Any], Option, Any]]:
+    """The options of ``arcvae train``, in the order of its ``--help``: each field, its declaration and its type."""
+    types = _field_types()
+    declared = [(spec, spec.metadata["option"], types[spec.name]) for spec in fields(TrainConfig)]
+    return [(spec, declaration, kind) for spec, declaration, kind in declared if declaration.command_line]
+
+
+def choices(kind: Any) -> tuple[str, ...]:
+    """The values of a choice type, e.g. ``choices(DeviceName)``."""
+    return get_args(kind)
+
+
+@cache
+def _field_types() -> dict[str, Any]:
+    return get_type_hints(TrainConfig)
+
+
+def _check(name: str, value: Any, kind: Any, declaration: Option) -> None:
+    """Raise an :class:`ArcvaeError` naming ``name`` unless ``value`` is of its declared type and range."""
+    optional = type(None) in get_args(kind)
+    if optional and value is None:
+        return
+    base = next(arg for arg in get_args(kind) if arg is not type(None)) if optional else kind
+    if get_origin(base) is Literal:
+        ok, expected = value in get_args(base), _one_of(get_args(base))
+    elif base is bool:
+        ok, expected = isinstance(value, bool), "true or false"
+    elif base is str:
+        ok, expected = isinstance(value, str), "a path" if declaration.path else "a string"
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and _in_range(value, declaration)
+        expected = _integer_range(declaration)
+    else:
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok, expected = number and _in_range(value, declaration), _number_range(declaration)
+    if not ok:
+        raise ArcvaeError(f"Expected {name} to be {expected}{' or None' if optional else ''}, but got {value!r}")
+
+
+def _in_range(value: float, declaration: Option) -> bool:
+    low, high = declaration.low, declaration.high
+    above = low is None or (value > low if declaration.low_open else value >= low)
+    return above and (high is None or value <= high)
+
+
+def _integer_range(declaration: Option) -> str:
+    if declaration.high is None:
+        return "a positive integer" if declaration.low == 1 else f"an integer >= {declaration.low}"
+    high = "2**63 - 1" if declaration.high == SEED_LIMIT - 1 else f"{declaration.high}"
+    return f"an integer from {declaration.low} to {high}"
+
+
+def _number_range(declaration: Option) -> str:
+    low = f"{declaration.low:g}"
+    if declaration.high is not None:
+        return f"a finite number in {'(' if declaration.low_open else '['}{low}, {declaration.high:g}]"
+    return f"a finite number {'>' if declaration.low_open else '>='} {low}"
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    """``linear_warmup, cyclical or constant``."""
+    return f"{', '.join(values[:-1])} or {values[-1]}"

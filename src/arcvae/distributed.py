@@ -2,10 +2,11 @@
 
 ``torchrun --nproc_per_node=N -m arcvae train ...`` starts N copies of the
 command with ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and a rendezvous in the
-environment. :func:`setup` joins them into one process group (NCCL on CUDA,
+environment. :func:`join_group` joins them into one process group (NCCL on CUDA,
 gloo on CPU); the trainer then wraps the model in ``DistributedDataParallel``
 and uses the few collectives below. Without ``torchrun`` nothing here does
-anything: :data:`SINGLE` stands for the one process.
+anything: :data:`SINGLE` stands for the one process. Which device each
+process computes on is :mod:`arcvae.runtime`'s choice.
 """
 
 from __future__ import annotations
@@ -100,27 +101,12 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
 
 
-def setup(device: str) -> tuple[Dist, torch.device | None]:
-    """Join the process group ``torchrun`` prepared; return it and this rank's device.
-
-    Returns ``(SINGLE, None)`` outside ``torchrun`` (the caller picks the device).
-    """
-    if not launched_by_torchrun():
-        return SINGLE, None
+def join_group(device: torch.device) -> Dist:
+    """Join the process group ``torchrun`` prepared, this rank computing on ``device`` (NCCL on CUDA, gloo else)."""
     import torch.distributed as dist
 
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-    if device == "mps":
-        raise ArcvaeError("distributed training needs CUDA (NCCL) or the CPU (gloo); MPS has no process-group backend")
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        if local >= torch.cuda.device_count():
-            raise ArcvaeError(f"LOCAL_RANK={local}, but this machine has {torch.cuda.device_count()} CUDA devices; start fewer processes per node")
-        target, backend = torch.device("cuda", local), "nccl"
-        torch.cuda.set_device(target)
-    elif device == "cuda":
-        raise ArcvaeError("device 'cuda' was requested, but CUDA is not available on this machine (use --device auto or cpu)")
-    else:
-        target, backend = torch.device("cpu"), "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         # Imported once the group exists (torch.optim does it, through torch._dynamo), torch.distributed.nn would
         # capture the default group in its functions' default arguments and keep it alive after
@@ -128,11 +114,16 @@ def setup(device: str) -> tuple[Dist, torch.device | None]:
         # one of them still frees a tensor. Imported first, it captures nothing.
         import torch.distributed.nn as _dist_nn  # noqa: F401
 
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         # Kept for the life of the process (several runs may share it: a group cannot
         # always be re-created under the same rendezvous), and closed on exit.
         atexit.register(_destroy)
-    return Dist(rank, world, local), target
+    return Dist(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), local_rank())
+
+
+def local_rank() -> int:
+    """This process's index on its machine (``LOCAL_RANK``, set by ``torchrun``)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _destroy() -> None:

@@ -12,10 +12,10 @@ from torch import nn
 
 from classweights import ClassWeightError, validate_weights
 
+from .config import BetaScheduleName, choices
 from .errors import ArcvaeError
 
 Reduction = Literal["mean", "sum", "none"]
-BetaScheduleName = Literal["linear_warmup", "cyclical", "constant"]
 
 
 def focal_loss(
@@ -147,8 +147,9 @@ class BetaSchedule:
     cycle_epochs: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("linear_warmup", "cyclical", "constant"):
-            raise ArcvaeError(f"Expected the beta schedule to be linear_warmup, cyclical or constant, but got {self.kind!r}")
+        names = choices(BetaScheduleName)
+        if self.kind not in names:
+            raise ArcvaeError(f"Expected the beta schedule to be {', '.join(names[:-1])} or {names[-1]}, but got {self.kind!r}")
         if not (math.isfinite(self.beta_max) and self.beta_max >= 0):
             raise ArcvaeError(f"Expected beta_max to be a finite number >= 0, but got {self.beta_max}")
         if self.ramp_epochs <= 0 or self.cycle_epochs <= 0 or self.warmup_epochs < 0:

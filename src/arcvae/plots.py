@@ -3,7 +3,7 @@
 matplotlib is imported inside the functions that draw, so importing this
 module stays light. Figures are ``matplotlib.figure.Figure`` objects on the
 non-interactive Agg canvas (no pyplot state), rendered into memory and written
-with :func:`classweights.storage.atomic_write_bytes`: a crash never leaves half
+with :func:`classweights.atomic_write_bytes`: a crash never leaves half
 a PNG. Every figure has a fixed size, so its PNG size is known in advance.
 """
 
@@ -194,11 +194,11 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
     """Render ``fig`` to PNG in memory, then write it atomically."""
-    from classweights.storage import atomic_write_bytes
+    import classweights
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
-    atomic_write_bytes(path, buffer.getvalue())
+    classweights.atomic_write_bytes(path, buffer.getvalue())
 
 
 def _series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[Any]]:

@@ -1,19 +1,34 @@
-"""Console output of a training run, in the layout of the spec's expected output."""
+"""Console output of a training run, in the layout of the spec's expected output.
+
+The trainer computes, then tells the :class:`Reporter` what to show; nothing
+here decides anything about the run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from .console import default_console
 from .metrics import format_per_class
 
+if TYPE_CHECKING:
+    import torch
+
+    from .config import TrainConfig
+    from .distributed import Dist
+    from .run_data import RunData
+    from .weight_cache import ClassWeights
+
 RULE = "─" * 70
+WEIGHTS_SOURCE_LABELS = {"full": "full_dataset", "batch": "single_batch"}  # --weights-from, as the spec's output names it
 
 
 class Reporter:
@@ -39,9 +54,105 @@ class Reporter:
     def warn(self, text: str) -> None:
         self.print(f"[WARNING] {text}", style="yellow")
 
-    # ------------------------------------------------------------ blocks ----
+    # ------------------------------------------------------------ the data ----
 
-    def class_weight_analysis(self, *, method: str, source: str, weights: Sequence[float]) -> None:
+    def data(self, config: TrainConfig, data: RunData, group: Dist, device: torch.device) -> None:
+        """The ``[DATA]`` lines: what each epoch trains on and what is validated."""
+        if data.batch is not None:
+            unique, repeats = len(data.batch), config.steps_per_overfit_epoch
+            self.print(f"[DATA] Train: {unique * repeats} samples ({unique} unique × {repeats} repeats), {repeats} batches")  # fmt: skip
+            self.print(f"[DATA] Val:   {unique} samples (the same batch, reconstructed from mu in eval mode)")
+        else:
+            assert data.val_grids is not None
+            grids = len(data.train_grids)
+            if group.enabled:  # each process: ceil(N / world) grids in batches of batch_size // world
+                per_batch = config.batch_size // group.world
+                batches = math.ceil(math.ceil(grids / group.world) / per_batch)
+                self.print(f"[DATA] Train: {grids} samples, {batches} batches of {per_batch * group.world} ({per_batch} per process)")  # fmt: skip
+            else:
+                self.print(f"[DATA] Train: {grids} samples, {math.ceil(grids / config.batch_size)} batches of {config.batch_size}")  # fmt: skip
+            self.print(f"[DATA] Val:   {len(data.val_grids)} samples")
+        if group.enabled:
+            shares = "share of the batch" if config.overfit_batch else "share of every batch"
+            self.print(f"[DDP] {group.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}): each trains on its "
+                       f"{shares} and evaluates its share of the grids")  # fmt: skip
+
+    # --------------------------------------------------------- class weights ----
+
+    def weights_started(self, config: TrainConfig, data_path: Path, *, resumed: bool) -> None:
+        """What comes before the weights are resolved (a count then prints its progress)."""
+        if not config.use_class_weights:
+            if config.overfit_batch:
+                self.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")  # fmt: skip
+        elif resumed:
+            return  # the run's own weights are shown once read
+        elif config.weights_from == "batch":
+            self.section("[OVERFIT MODE] Computing class weights from the SINGLE BATCH (not the full dataset)...")
+        else:
+            self.section("[OVERFIT MODE] Computing class weights from FULL dataset..." if config.overfit_batch else "Computing class weights...")  # fmt: skip
+            self.print(f"Loading full dataset for class weight computation... ({data_path})")
+
+    def counting_progress(self, total: int) -> Callable[[int, int | None], None]:
+        """A progress callback printing one line per eighth of ``total`` samples, as soon as the count has passed it.
+
+        The same lines whatever the number of threads, which decides how the
+        counting is chunked (and so when it calls back).
+        """
+        milestones = sorted({total * k // 8 for k in range(1, 9)} - {0})
+        started: list[bool] = []
+
+        def progress(done: int, _total: int | None) -> None:  # called only when the weights are counted
+            if not started:
+                self.print(f"Computing class weights from {total} samples...")
+                started.append(True)
+            while milestones and milestones[0] <= done:
+                self.print(f"  Processed {milestones.pop(0)}/{total} samples...")
+
+        return progress
+
+    def weights_resolved(self, weights: ClassWeights | None, *, batch: torch.Tensor | None, processes: int) -> None:
+        """The weights a run trains with, the counts they came from, and (overfit mode) the batch's own counts."""
+        if weights is None:
+            return
+        values = weights.weights.tolist()
+        if weights.origin == "checkpoint":
+            self.section("Class weights: the run's own, from its checkpoint")
+            self._weight_lines(values)
+            return
+        if weights.origin == "batch":
+            assert weights.counts is not None
+            self.print(f"  Batch class counts: {weights.counts.tolist()}")
+            self._weight_lines(values)
+            self.class_weight_analysis(weights.spec.method, f"Single batch ({weights.num_samples} samples)", values)
+            return
+        if processes > 1 and not weights.from_cache:
+            self.print(f"Counted {weights.num_samples} samples in {processes} shards, one per process (identical weights on every process: checked)")  # fmt: skip
+        if weights.from_cache:
+            self.print(f"[WEIGHTS] Loaded cached weights from: {weights.cache_path}")
+        elif weights.cache_path is not None and weights.cache_path.exists():
+            self.print(f"[WEIGHTS] Cached for future use: {weights.cache_path}")
+        assert weights.counts is not None
+        self.print(f"  Class counts: {weights.counts.tolist()}")
+        self._weight_lines(values)
+        if batch is not None:
+            self._batch_statistics(batch, len(values))
+        self.class_weight_analysis(weights.spec.method, f"Full dataset ({weights.num_samples} samples)", values)
+
+    def _weight_lines(self, values: list[float]) -> None:
+        self.print(f"  Class weights: [{', '.join(f'{w:.3f}' for w in values)}]")
+        self.print(f"  Weight ratio (max/min): {_ratio(values):.2f}x")
+
+    def _batch_statistics(self, batch: torch.Tensor, num_classes: int) -> None:
+        import classweights
+
+        counts = classweights.count_labels(batch, num_classes)
+        self.print()
+        self.print("[OVERFIT MODE] Single batch statistics:")
+        self.print(f"  Batch class counts: {counts.tolist()}")
+        self.print(f"  Batch total pixels: {int(counts.sum())}")
+        self.print("  Note: Using global weights (not batch weights) for better statistical significance")
+
+    def class_weight_analysis(self, method: str, source: str, weights: Sequence[float]) -> None:
         low, high = min(weights), max(weights)
         self.section("Class Weight Analysis")
         self.print(f"  Method: {method}")
@@ -52,6 +163,43 @@ class Reporter:
         self.print("Class weights:")
         for color, weight in enumerate(weights):
             self.print(f"  Color {color}: {weight:.4f}")
+
+    def weights_saved(self, path: Path) -> None:
+        self.print()
+        self.print(f"[WEIGHTS] Saved to: {path}")
+
+    # ---------------------------------------------------------------- model ----
+
+    def model(self, config: TrainConfig, weights: ClassWeights | None, *, parameters: int, device: torch.device) -> None:
+        self.print(f"[MODEL] Created: {parameters:,} parameters")
+        self.print(f"[MODEL] Using Focal Loss (γ={config.focal_gamma})")
+        if weights is not None:
+            self.print(f"[MODEL] Using class weights (method={weights.spec.method}, source={WEIGHTS_SOURCE_LABELS[config.weights_from]})")  # fmt: skip
+        else:
+            self.print("[MODEL] No class weights (uniform)")
+        self.print(f"[MODEL] Device: {device}")
+
+    # ---------------------------------------------------------------- loops ----
+
+    def validation(self, final: dict[str, Any], *, improved: bool) -> None:
+        """Normal mode: the ``[Val]`` lines after an epoch (``(best)`` marks a new best objective)."""
+        self.print(f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
+                   f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
+                   f"perfect={final['perfect_rate']:.3f}" + ("  (best)" if improved else ""))  # fmt: skip
+        self.per_class(final["per_class_accuracy"], prefix="  [Val] Per-class accuracy")
+
+    def overfit_reached(self, final: dict[str, Any], target: float, run_dir: Path) -> None:
+        self.print()
+        self.print(f"✓ Overfitting target achieved! ({final['pixel_accuracy']:.1%} >= {target:.1%})", style="bold green")
+        self.print("Stopping early as model has successfully memorized the batch.")
+        self.print(f"  Foreground accuracy: {_pct(final['foreground_accuracy'])}, balanced accuracy: {_pct(final['balanced_accuracy'])}")  # fmt: skip
+        self.print(f"[RUN] {run_dir}")
+
+    def overfit_missed(self, final: dict[str, Any], target: float, epochs: int, run_dir: Path) -> None:
+        self.print()
+        self.print(f"✗ Target not reached: pixel accuracy {_pct(final.get('pixel_accuracy'))} < {target:.1%} after {epochs} epochs "
+                   f"(foreground accuracy {_pct(final.get('foreground_accuracy'))}).", style="bold red")  # fmt: skip
+        self.print(f"[RUN] {run_dir}")
 
     def per_class(self, per_class: list[float | None], *, prefix: str = "  Per-class accuracy") -> None:
         self.print(f"{prefix}: {format_per_class(per_class)}")
@@ -77,6 +225,16 @@ class Reporter:
                 yield EpochBar(progress, progress.add_task(description, total=total, stats=""))
         finally:
             self._progress = None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _ratio(weights: list[float]) -> float:
+    """Largest weight over the smallest non-zero one."""
+    positive = [w for w in weights if w > 0]
+    return max(positive) / min(positive)
 
 
 class EpochBar:

@@ -1,4 +1,4 @@
-"""A run folder: which files are a run's, who may write it, and its metrics log.
+"""A run folder: which files are a run's, and who may write it.
 
 A run owns its folder for as long as it trains: it holds an exclusive lock
 on ``<run>/.lock`` (``flock``, or ``msvcrt.locking`` on Windows). The lock
@@ -14,15 +14,18 @@ never written to.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import ArcvaeError
+
+if TYPE_CHECKING:
+    from .distributed import Dist
 
 LOCK_NAME = ".lock"
 RUN_FILES = frozenset({"config.json", "class_weights.json", "metrics.jsonl", "result.json", "checkpoints", "reconstructions.png",
@@ -165,6 +168,30 @@ class RunClaim:
         self.release()
 
 
+def claim_run_dir(run_dir: Path, *, new: bool, group: Dist) -> RunClaim | contextlib.nullcontext[None]:
+    """Rank 0 claims the run folder and removes the temporary files of interrupted writes; an error reaches every rank.
+
+    A new run checks again, under the claim, that it may use the folder. The
+    other ranks hold no claim (an empty context).
+    """
+    claim, error = None, None
+    if group.is_main:
+        try:
+            claim = RunClaim.take(run_dir, create=new)
+            if new:
+                check_fresh(run_dir)
+            remove_leftovers(run_dir)
+        except ArcvaeError as exc:
+            if claim is not None:
+                claim.abandon()
+                claim = None
+            error = str(exc)
+    error = group.broadcast(error)
+    if error is not None:
+        raise ArcvaeError(error)
+    return claim or contextlib.nullcontext()
+
+
 def _try_lock(fd: int) -> bool:
     try:
         import fcntl
@@ -189,43 +216,3 @@ def _read_holder(fd: int) -> str:
     except (OSError, AttributeError):
         return ""
     return f" (process {text})" if text.isdigit() else ""
-
-
-# -------------------------------------------------------- metrics.jsonl ----
-
-
-def truncate_metrics(path: Path, step: int, warn: Callable[[str], None]) -> None:
-    """Keep the records of ``metrics.jsonl`` up to ``step`` (the checkpoint's), so a resumed run logs each step once.
-
-    A log torn by a crash or a full disk (a partial last line, NUL bytes) is
-    cut at its last complete record, with one warning; nothing after a torn
-    line is trusted.
-    """
-    if not path.exists():
-        return
-    kept: list[str] = []
-    torn = False
-    for line in path.read_bytes().split(b"\n"):
-        if not line.strip():
-            continue
-        record = _record(line)
-        if record is None:
-            torn = True
-            break
-        if record.get("step", 0) <= step:
-            kept.append(line.decode("utf-8"))
-    if torn:
-        warn(f"{path} ends in a damaged line (an interrupted write); it is cut back to its last complete record")
-    from classweights.storage import atomic_write_bytes
-
-    atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
-
-
-def _record(line: bytes) -> dict[str, Any] | None:
-    try:
-        record = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("step", 0), int) or isinstance(record.get("step"), bool):
-        return None
-    return record

@@ -57,21 +57,23 @@ def arm_config(arm: str) -> dict[str, Any]:
     if arm == "none":
         return {"use_class_weights": False}
     if arm == "batch":
-        return {"weights_source": "batch"}
+        return {"weights_from": "batch"}
     if arm == "full":
         return {}
     if arm.startswith("full:"):
-        from classweights.methods import get_method
+        import classweights
 
         method = arm.split(":", 1)[1]
-        get_method(method)  # an unknown method fails here, before any run
+        classweights.check_method(method, {})  # an unknown method fails here, before any run
         return {"weights_method": method}
     raise ArcvaeError(f"Expected an arm none, batch, full or full:<method>, but got {arm!r}")
 
 
 def summarise_run(arm: str, seed: int, run_dir: Path) -> RunSummary:
     """Read a finished run's ``metrics.jsonl`` and ``result.json``."""
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    from .run_files import read_metrics
+
+    records = read_metrics(run_dir)
     result = json.loads((run_dir / "result.json").read_text(encoding="utf-8"))
     evals = [r for r in records if r.get("type") == "step" and "eval_pixel_accuracy" in r]
     final = result.get("final") or {}
@@ -196,11 +198,11 @@ def run_study(
         "arms": {arm: {"summary": summarise_arm([r for r in runs if r.arm == arm], target),
                        "runs": [asdict(r) for r in runs if r.arm == arm]} for arm in arms},  # fmt: skip
     }
-    from classweights.storage import atomic_write_bytes
+    import classweights
 
     from .plots import save_study_plot
 
-    atomic_write_bytes(out / "study.json", (json.dumps(record, indent=2, allow_nan=False) + "\n").encode())
+    classweights.atomic_write_bytes(out / "study.json", (json.dumps(record, indent=2, allow_nan=False) + "\n").encode())
     save_study_plot([{"arm": r.arm, "seed": r.seed, "steps": r.steps, "foreground_accuracy": r.foreground_accuracy} for r in runs],
                     out / "study.png")  # fmt: skip
     return record

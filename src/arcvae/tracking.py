@@ -179,15 +179,15 @@ def open_tracker(
     config: dict[str, Any],
     run_dir: Path,
     name: str | None = None,
-    group: str | None = None,
+    wandb_group: str | None = None,
     project: str = "arcvae",
     warn: Callable[[str], None] = _warn_stderr,
 ) -> Tracker:
     """A :class:`NullTracker` when not ``enabled``, else a :class:`WandbTracker` on a new wandb run.
 
     ``config`` is the run's hyperparameters, ``run_dir`` the run folder (wandb
-    writes under ``<run_dir>/wandb``), ``name`` and ``group`` the run's display
-    name and group, ``project`` the wandb project unless ``WANDB_PROJECT`` is set.
+    writes under ``<run_dir>/wandb``), ``name`` and ``wandb_group`` the run's display
+    name and its group in wandb, ``project`` the wandb project unless ``WANDB_PROJECT`` is set.
     ``WANDB_MODE`` (``online``, ``offline``, ``disabled``) is read by wandb itself.
 
     Raises:
@@ -210,7 +210,7 @@ def open_tracker(
         run = wandb.init(
             project=None if os.environ.get("WANDB_PROJECT") else project,  # None: wandb reads WANDB_PROJECT
             name=name,
-            group=group,
+            group=wandb_group,
             config=config,
             dir=str(run_dir),
             reinit=_finish_previous(getattr(wandb, "__version__", "")),

@@ -16,11 +16,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def is_user_error(exc: BaseException) -> bool:
-    """ArcvaeError, or classweights' ClassWeightError (checked without importing torch)."""
+    """ArcvaeError, or classweights' ClassWeightError (checked without importing classweights, which brings torch)."""
     if isinstance(exc, ArcvaeError):
         return True
-    errors = sys.modules.get("classweights._errors")
-    return errors is not None and isinstance(exc, errors.ClassWeightError)
+    library = sys.modules.get("classweights")  # a ClassWeightError was raised by it, so it is imported
+    return library is not None and isinstance(exc, library.ClassWeightError)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

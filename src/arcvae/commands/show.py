@@ -14,8 +14,6 @@ from ._common import user_errors
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..config import TrainConfig
-
 
 class SplitChoice(str, Enum):
     train = "train"
@@ -33,10 +31,10 @@ def show_command(
 ) -> None:
     """Show the first N grids a run trained on beside the model's reconstructions, with their accuracy."""
     from ..console import default_console
-    from ..plots import grids_panel, save_reconstructions
-    from ..trainer import load_run, reconstruct
-
+    from ..model import reconstruct
     from ..outputs import check_output_file
+    from ..plots import grids_panel, save_reconstructions
+    from ..run_files import grids_trained_on, load_run
 
     if not (run / "checkpoints").is_dir():
         raise ArcvaeError(f"{str(run)!r} is not a run folder (it has no checkpoints folder); pass a folder written by 'arcvae train'")
@@ -45,7 +43,7 @@ def show_command(
     model, config, checkpoint = load_run(run, best=not last)
     if out is not None:
         check_output_file(out, force=force, inputs=[config.data])
-    grids, source = _grids(config, split.value, n)
+    grids, source = grids_trained_on(config, split.value, n)
     recons = reconstruct(model, grids)
     which = "best" if not last and (run / "checkpoints" / "best.pt").exists() else "last"
     console = default_console()
@@ -55,19 +53,6 @@ def show_command(
     if out is not None:
         save_reconstructions(grids, recons, out, title=f"{run.name}: {source}")
         console.print(f"[SHOW] Saved to: {out}", markup=False)
-
-
-def _grids(config: TrainConfig, split: str, n: int) -> tuple[np.ndarray, str]:
-    """The first ``n`` grids the run trained on (its batch in overfit mode), and a phrase saying which."""
-    from ..data import load_split
-
-    if config.data is None or not Path(config.data).exists():
-        raise ArcvaeError(f"the run's corpus {config.data!r} is missing; it is needed to show the grids the run trained on")
-    if config.overfit_batch:
-        batch = load_split(config.data, "train")[: config.overfit_samples]
-        return batch[:n], f"{min(n, len(batch))} of the {len(batch)} grids of the overfit batch"
-    grids = load_split(config.data, split)[:n]
-    return grids, f"the first {len(grids)} grids of the {split} split of {config.data}"
 
 
 def summary_line(originals: np.ndarray, reconstructions: np.ndarray) -> str:

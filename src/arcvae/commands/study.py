@@ -29,11 +29,10 @@ def overfit(
     Prints a table per arm and a summary, and writes study.json and study.png
     (foreground accuracy against step, one line per run) to the study folder.
     """
-    from ..config import TrainConfig
     from ..console import default_console
+    from ..data import resolve_data_path
     from ..report import Reporter
     from ..study import BASE_ARMS, arm_config, run_study
-    from ..trainer import resolve_data_path
 
     arms = list(BASE_ARMS) + [f"full:{m.strip()}" for m in methods.split(",") if m.strip()]
     for arm in arms:
@@ -44,7 +43,7 @@ def overfit(
         require_wandb()
     folder = out or Path("studies") / f"{time.strftime('%Y%m%d-%H%M%S')}-overfit"
     console = default_console()
-    data_path = resolve_data_path(TrainConfig(data=None if data is None else str(data)), Reporter(console))[0].resolve()
+    data_path = resolve_data_path(None if data is None else str(data), Reporter(console))[0].resolve()
     seed_list = [42 + k for k in range(seeds)]
     total = len(arms) * len(seed_list)
     console.print(f"[STUDY] {_count(len(arms), 'arm')} x {_count(len(seed_list), 'seed')} = {_count(total, 'overfit run')} "

@@ -1,108 +1,103 @@
-"""``arcvae train``: parse the options into a TrainConfig and run it."""
+"""``arcvae train``: its options are the fields of :class:`~arcvae.config.TrainConfig`, plus ``--resume``.
+
+The command's signature is built from the declarations in ``config.py``, so
+an option's name, type, default, range and help live there alone.
+"""
 
 from __future__ import annotations
 
-from enum import Enum
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any
 
 import typer
 
+from ..config import Option, TrainConfig, command_line_options
 from ._common import user_errors
 
-
-class DeviceChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-    mps = "mps"
-
-
-class WeightsFrom(str, Enum):
-    full = "full"
-    batch = "batch"
-
-
-class BetaChoice(str, Enum):
-    linear_warmup = "linear_warmup"
-    cyclical = "cyclical"
-    constant = "constant"
+RESUME_HELP = (
+    "Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too)."
+)
 
 
 @user_errors
-def train_command(
-    ctx: typer.Context,
-    data: Annotated[Optional[Path], typer.Option(help="Corpus .npz with train/val/test (default: the synthetic corpus in the cache folder, generated on first use).", show_default=False)] = None,
-    overfit_batch: Annotated[bool, typer.Option("--overfit-batch", help="Memorise one batch of 32 training grids (50 steps per epoch) until --target-accuracy.")] = False,
-    quick_test: Annotated[bool, typer.Option("--quick-test", help="A short smoke run: at most 3 epochs, small subsets.")] = False,
-    no_class_weights: Annotated[bool, typer.Option("--no-class-weights", help="Plain focal loss without class weights (for comparison).")] = False,
-    use_cached_weights: Annotated[bool, typer.Option("--use-cached-weights", help="Reuse cached weights for the same data and parameters instead of recounting.")] = False,
-    weights_method: Annotated[str, typer.Option(help="Class-weight method from classweights.METHODS.")] = "sqrt_inverse",
-    weights_smooth: Annotated[float, typer.Option(min=0, help="Pseudo-count added to every class count.")] = 1.0,
-    weights_from: Annotated[WeightsFrom, typer.Option(help="Count the full training split, or (with --overfit-batch, for comparison) only the batch.")] = WeightsFrom.full,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 50,
-    batch_size: Annotated[int, typer.Option(min=1, help="Batch size in normal mode (overfit mode uses its batch of 32).")] = 128,
-    lr: Annotated[float, typer.Option(min=0, help="Adam learning rate (cosine-annealed to 1e-5).")] = 5e-4,
-    latent_dim: Annotated[int, typer.Option(min=1, help="Latent dimensions of the VAE.")] = 32,
-    beta_schedule: Annotated[BetaChoice, typer.Option(help="KL weight schedule.")] = BetaChoice.linear_warmup,
-    beta_max: Annotated[float, typer.Option(min=0, help="Final (or constant) KL weight.")] = 1.0,
-    beta_warmup_epochs: Annotated[float, typer.Option(min=0, help="linear_warmup: epochs with beta = 0 before the ramp.")] = 10.0,
-    beta_ramp_epochs: Annotated[float, typer.Option(min=0, help="linear_warmup: epochs to ramp beta from 0 to --beta-max.")] = 10.0,
-    free_bits: Annotated[float, typer.Option(min=0, help="Free bits: minimum KL per latent dimension in nats (0 = off).")] = 0.0,
-    target_accuracy: Annotated[float, typer.Option(min=0, max=1, help="Overfit mode stops when pixel accuracy reaches this.")] = 0.95,
-    seed: Annotated[int, typer.Option(min=0, max=2**63 - 1, help="Random seed, any integer from 0 to 2**63 - 1 (a timestamp in ms will do).")] = 42,
-    device: Annotated[DeviceChoice, typer.Option(help="Where to train.")] = DeviceChoice.auto,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: runs/<time>).", show_default=False)] = None,
-    resume: Annotated[Optional[Path], typer.Option(help="Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too).", show_default=False)] = None,
-    log_every_n_steps: Annotated[int, typer.Option(min=1, help="Print per-class accuracy and log metrics every N steps.")] = 10,
-    wandb: Annotated[bool, typer.Option("--wandb", help='Also log to Weights & Biases (pip install "classweights\\[wandb]"; WANDB_MODE=offline logs without network).')] = False,
-) -> None:
+def train_command(ctx: typer.Context, resume: Path | None, **given: Any) -> None:
     """Train the Beta-VAE with focal loss and class weights from the full training split."""
-    from ..config import TrainConfig
     from ..trainer import train
 
     if resume is not None:
-        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "device") and _on_command_line(ctx, p.name)]
-        if given:
-            raise typer.BadParameter(f"it continues a run with its saved options; these cannot be changed: {', '.join(given)}", param_hint="--resume")
-        train(TrainConfig(), resume=resume, device=None if device is DeviceChoice.auto and not _on_command_line(ctx, "device") else device.value)
+        changed = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "device") and _on_command_line(ctx, p.name)]  # fmt: skip
+        if changed:
+            raise typer.BadParameter(
+                f"it continues a run with its saved options; these cannot be changed: {', '.join(changed)}",
+                param_hint="--resume",
+            )
+        train(TrainConfig(), resume=resume, device=given["device"] if _on_command_line(ctx, "device") else None)
         return
-    config = TrainConfig(
-        data=None if data is None else str(data),
-        out=None if out is None else str(out),
-        overfit_batch=overfit_batch,
-        quick_test=quick_test,
-        use_class_weights=not no_class_weights,
-        use_cached_weights=use_cached_weights,
-        weights_method=weights_method,
-        weights_smooth=weights_smooth,
-        weights_source=weights_from.value,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        latent_dim=latent_dim,
-        beta_schedule=beta_schedule.value,
-        beta_max=beta_max,
-        beta_warmup_epochs=beta_warmup_epochs,
-        beta_ramp_epochs=beta_ramp_epochs,
-        free_bits=free_bits,
-        target_accuracy=target_accuracy,
-        seed=seed,
-        device=device.value,
-        log_every_n_steps=log_every_n_steps,
-        wandb=wandb,
-    )
-    if wandb:
+    config = TrainConfig(**{name: value for name, value in _config_values(given)})
+    if config.wandb:
         from ..tracking import require_wandb
 
         require_wandb()  # before any work
     if config.use_class_weights:
-        import classweights.methods
+        import classweights
 
-        classweights.methods.get_method(config.weights_method)  # fail before loading data
+        classweights.check_method(config.weights_method, {})  # fail before loading data
     train(config)
+
+
+def _config_values(given: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The ``TrainConfig`` fields from the command's parameters: paths as strings, a ``--no-...`` flag turned over."""
+    values = []
+    for spec, declaration, _ in command_line_options():
+        value = given[_parameter_name(spec.name, declaration)]
+        if declaration.flag is not None:
+            value = not value
+        elif declaration.path and value is not None:
+            value = str(value)
+        values.append((spec.name, value))
+    return values
+
+
+def _parameter_name(name: str, declaration: Option) -> str:
+    return declaration.flag.lstrip("-").replace("-", "_") if declaration.flag else name
+
+
+def _parameter(name: str, declaration: Option, kind: Any, default: Any) -> inspect.Parameter:
+    """The Typer parameter of one ``TrainConfig`` field."""
+    settings: dict[str, Any] = {"help": declaration.help.replace("[", "\\[")}  # Typer reads help as Rich markup
+    if kind is bool:  # a flag alone: --overfit-batch (no --no-overfit-batch), --no-class-weights
+        flag = declaration.flag or f"--{name.replace('_', '-')}"
+        return _keyword(_parameter_name(name, declaration), Annotated[bool, typer.Option(flag, **settings)], False)
+    if declaration.path:
+        kind, settings["show_default"] = Path | None, False
+    if declaration.low is not None:
+        settings["min"] = declaration.low
+    if declaration.high is not None:
+        settings["max"] = declaration.high
+    return _keyword(name, Annotated[kind, typer.Option(**settings)], default)
+
+
+def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+def _signature() -> inspect.Signature:
+    """``ctx``, then the options in the order of ``TrainConfig`` (``--resume`` right after ``--out``)."""
+    resume = Annotated[Path | None, typer.Option(help=RESUME_HELP, show_default=False)]
+    parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for spec, declaration, kind in command_line_options():
+        parameters.append(_parameter(spec.name, declaration, kind, spec.default))
+        if spec.name == "out":
+            parameters.append(_keyword("resume", resume, None))
+    return inspect.Signature(parameters, return_annotation=None)
 
 
 def _on_command_line(ctx: typer.Context, name: str | None) -> bool:
     source = None if name is None else ctx.get_parameter_source(name)
     return source is not None and source.name == "COMMANDLINE"  # by name: Typer may bundle its own click
+
+
+# Typer reads the options from the signature (and the annotations beside it).
+train_command.__signature__ = _signature()  # type: ignore[attr-defined]
+train_command.__annotations__ = {p.name: p.annotation for p in train_command.__signature__.parameters.values()}  # type: ignore[attr-defined]

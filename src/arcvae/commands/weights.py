@@ -29,47 +29,53 @@ def compute(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Count the labels in DATA and turn the counts into class weights."""
-    from classweights.methods import check_method
+    import classweights
 
-    from ..console import default_console
     from ..data import default_cache_dir
-    from ..weights import FileStamp, resolve_class_weights, save_weights_record
+    from ..weight_cache import FileStamp, WeightCache, WeightSpec, save_weights_record
+    from ..weights import resolve_class_weights
 
-    check_method(method, {})  # an unknown method fails before any reading
+    classweights.check_method(method, {})  # an unknown method fails before any reading
     if out is not None:
         from ..outputs import check_output_file
 
         check_output_file(out, force=force, inputs=[data])
+    spec = WeightSpec(num_classes, method, smooth, normalize, ignore_index)
+    cache = WeightCache(default_cache_dir(), read=cache, warn=warn)
     stamp = FileStamp.of(data)  # taken before the file is read
     result = _with_progress(
-        lambda progress: resolve_class_weights(
-            data, key=key, num_classes=num_classes, method=method, smooth=smooth, normalize=normalize, ignore_index=ignore_index,
-            cache_dir=default_cache_dir(), use_cache=cache, source=str(data), stamp=stamp, progress=progress,
-            warn=warn,
-        ),
+        lambda progress: resolve_class_weights(data, spec, key=key, cache=cache, source=str(data), stamp=stamp, progress=progress),
         quiet=as_json,
-    )  # fmt: skip
-    counts = result.counts.tolist()
-    values = result.weights.tolist()
+    )
+    counts, values = result.counts.tolist(), result.weights.tolist()
     positive = [v for v in values if v > 0]  # an ignored class has weight 0
     ratio = max(positive) / min(positive)
     if out is not None:
         save_weights_record(result, out, source=str(data), key=key)
     if as_json:
-        record = {"counts": counts, "weights": values, "method": method, "ratio": ratio, "source": str(data)}
-        typer.echo(json.dumps(record))
+        typer.echo(json.dumps({"counts": counts, "weights": values, "method": method, "ratio": ratio, "source": str(data)}))
         return
+    _warn_absent(counts, ignore_index, method, data)
+    _print_table(counts, values, title=f"{method} weights for {data} ({result.num_samples:,} samples, {sum(counts):,} labels)")
+    _print_footer(ratio, result.cache_path if result.from_cache else None, out)
+
+
+def _warn_absent(counts: list[int], ignore_index: int | None, method: str, data: Path) -> None:
+    """A warning for classes that never occur: they get the weight of a count of 0, which is often a wrong C."""
     absent = [c for c, n in enumerate(counts) if n == 0 and c != ignore_index]
     if absent:
         plural = len(absent) > 1
-        message = (f"class{'es' if plural else ''} {', '.join(map(str, absent))} never occur{'' if plural else 's'} in {data}; "
-                   f"{method} gives {'them' if plural else 'it'} the weight of a count of 0 (check --num-classes)")  # fmt: skip
-        warn(message)
-    _print_table(counts, values, title=f"{method} weights for {data} ({result.num_samples:,} samples, {sum(counts):,} labels)")
+        warn(f"class{'es' if plural else ''} {', '.join(map(str, absent))} never occur{'' if plural else 's'} in {data}; "
+             f"{method} gives {'them' if plural else 'it'} the weight of a count of 0 (check --num-classes)")  # fmt: skip
+
+
+def _print_footer(ratio: float, cached: Path | None, out: Path | None) -> None:
+    from ..console import default_console
+
     console = default_console()
     console.print(f"Weight ratio (max/min): {ratio:.2f}x")
-    if result.from_cache:
-        console.print(f"[WEIGHTS] Loaded from the cache: {result.cache_path} (--no-cache recounts)")
+    if cached is not None:
+        console.print(f"[WEIGHTS] Loaded from the cache: {cached} (--no-cache recounts)")
     if out is not None:
         console.print(f"[WEIGHTS] Saved to: {out}")
 

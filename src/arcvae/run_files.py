@@ -1,0 +1,173 @@
+"""The files a run writes in its folder, and how a finished run is read back.
+
+``config.json`` and ``class_weights.json`` when it starts, ``metrics.jsonl`` as
+it trains, ``result.json``, ``reconstructions.png`` and ``curves.png`` when it
+ends (the checkpoints are :mod:`arcvae.checkpoints`'; who may write the folder
+is :mod:`arcvae.rundir`'s). :func:`load_run` reads a run's model back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+import classweights
+
+from .checkpoints import load_checkpoint
+from .config import TrainConfig
+from .data import load_split
+from .errors import ArcvaeError
+from .model import BetaVAE, reconstruct
+
+if TYPE_CHECKING:
+    from .report import Reporter
+
+PICTURE_GRIDS = 8  # grids shown in a run's reconstructions.png
+
+
+@dataclass
+class RunResult:
+    """What a finished run reports back."""
+
+    run_dir: Path
+    epochs_run: int
+    steps: int
+    reached_target: bool
+    final: dict[str, Any] = field(default_factory=dict)  # last evaluation metrics
+    best_val_objective: float | None = None  # normal mode: best recon + beta_max * KL
+    model: BetaVAE | None = None  # the trained model (None when a finished run is only reported)
+    class_weights: torch.Tensor | None = None  # the weights the loss used (None without class weights)
+
+    def record(self, *, overfit: bool) -> dict[str, Any]:
+        """What ``result.json`` holds."""
+        return {"run_dir": str(self.run_dir.resolve()), "epochs_run": self.epochs_run, "steps": self.steps,
+                "reached_target": self.reached_target if overfit else None,
+                "best_val_objective": self.best_val_objective, "final": self.final}  # fmt: skip
+
+    @classmethod
+    def of_checkpoint(cls, run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
+        """The result a finished run's last checkpoint holds."""
+        best = float(checkpoint["best_val"])
+        return cls(run_dir, int(checkpoint["epoch"]), int(checkpoint["step"]), bool(checkpoint.get("reached_target", False)),
+                   dict(checkpoint.get("final") or {}), None if math.isinf(best) else best)  # fmt: skip
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``config.json``, ``result.json``: indented JSON, written atomically."""
+    classweights.atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
+
+
+# ------------------------------------------------------------- metrics.jsonl ----
+
+
+class MetricsLog:
+    """Appends one JSON object per line to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def truncate_metrics(path: Path, step: int, warn: Callable[[str], None]) -> None:
+    """Keep the records of ``metrics.jsonl`` up to ``step`` (the checkpoint's), so a resumed run logs each step once.
+
+    A log torn by a crash or a full disk (a partial last line, NUL bytes) is
+    cut at its last complete record, with one warning; nothing after a torn
+    line is trusted.
+    """
+    if not path.exists():
+        return
+    kept: list[str] = []
+    torn = False
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        record = _record(line)
+        if record is None:
+            torn = True
+            break
+        if record.get("step", 0) <= step:
+            kept.append(line.decode("utf-8"))
+    if torn:
+        warn(f"{path} ends in a damaged line (an interrupted write); it is cut back to its last complete record")
+    classweights.atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``."""
+    text = (run_dir / "metrics.jsonl").read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("step", 0), int) or isinstance(record.get("step"), bool):
+        return None
+    return record
+
+
+# ------------------------------------------------------------------ pictures ----
+
+
+def save_pictures(run_dir: Path, model: BetaVAE, grids: torch.Tensor, report: Reporter) -> None:
+    """``reconstructions.png`` (the first grids over their reconstructions) and ``curves.png`` in the run folder.
+
+    Pictures are a convenience: if they cannot be drawn or written, the run
+    still succeeds, with one warning.
+    """
+    grids = grids[:PICTURE_GRIDS]
+    try:
+        from .plots import save_curves, save_reconstructions
+
+        originals = grids.cpu().numpy().astype(np.uint8)
+        save_reconstructions(originals, reconstruct(model, grids), run_dir / "reconstructions.png")
+        save_curves(read_metrics(run_dir), run_dir / "curves.png")
+    except (ImportError, OSError, ValueError, RuntimeError) as exc:
+        report.warn(f"could not draw the run's pictures ({type(exc).__name__}: {exc}); the run itself is complete")
+        return
+    report.print(f"[RUN] Pictures: {run_dir / 'reconstructions.png'}, {run_dir / 'curves.png'}")
+
+
+# ----------------------------------------------------------- a finished run ----
+
+
+def load_run(run_dir: str | Path, *, best: bool = True) -> tuple[BetaVAE, TrainConfig, dict[str, Any]]:
+    """The model, configuration and checkpoint of a run folder (``best.pt`` if there is one and ``best``, else ``last.pt``)."""
+    folder = Path(run_dir)
+    name = "best.pt" if best and (folder / "checkpoints" / "best.pt").exists() else "last.pt"
+    checkpoint = load_checkpoint(folder / "checkpoints" / name)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = BetaVAE(config.num_colors, config.latent_dim)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), config, checkpoint
+
+
+def grids_trained_on(config: TrainConfig, split: str, n: int) -> tuple[np.ndarray, str]:
+    """The first ``n`` grids of ``split`` a run trained on (its batch in overfit mode), and a phrase saying which.
+
+    Raises:
+        ArcvaeError: the run's corpus is gone.
+    """
+    if config.data is None or not Path(config.data).exists():
+        raise ArcvaeError(f"the run's corpus {config.data!r} is missing; it is needed to show the grids the run trained on")  # fmt: skip
+    if config.overfit_batch:
+        batch = load_split(config.data, "train")[: config.overfit_samples]
+        return batch[:n], f"{min(n, len(batch))} of the {len(batch)} grids of the overfit batch"
+    grids = load_split(config.data, split)[:n]
+    return grids, f"the first {len(grids)} grids of the {split} split of {config.data}"

@@ -1,0 +1,105 @@
+"""What a training run carries from step to step: the model, its optimiser and schedules, the counters.
+
+:meth:`TrainingState.start` builds it for a run; the loops (:mod:`arcvae.loop`)
+advance it; a checkpoint saves it and a resumed run restores it
+(:mod:`arcvae.checkpoints`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .distributed import Dist
+from .errors import ArcvaeError
+from .losses import BetaSchedule, FocalLoss
+from .model import BetaVAE
+from .report import Reporter
+from .run_data import RunData
+from .run_files import MetricsLog
+from .tracking import NullTracker, Tracker
+from .weight_cache import ClassWeights
+
+
+@dataclass
+class TrainingState:
+    config: TrainConfig
+    run_dir: Path
+    model: BetaVAE
+    net: torch.nn.Module  # what the training step calls: the model, or its DistributedDataParallel wrapper
+    loss_fn: FocalLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule: BetaSchedule
+    loader_rng: torch.Generator  # shuffles the training split (one process)
+    device: torch.device
+    group: Dist
+    report: Reporter
+    weights: ClassWeights | None
+    data_fingerprint: dict[str, str | None]  # content digests of the splits trained on
+    first_bad_step: torch.Tensor  # on the device; -1 while every loss and gradient is finite
+    step: int = 0
+    best_val: float = math.inf  # best validation objective (recon + beta_max * KL)
+    stale: int = 0  # epochs since it improved, counted once the beta schedule has settled
+    log: MetricsLog | None = None  # metrics.jsonl (rank 0)
+    tracker: Tracker = field(default_factory=NullTracker)  # Weights & Biases with --wandb (rank 0)
+
+    @classmethod
+    def start(cls, config: TrainConfig, run_dir: Path, data: RunData, weights: ClassWeights | None, *,
+              device: torch.device, group: Dist, report: Reporter) -> TrainingState:  # fmt: skip
+        """A new model, its focal loss and optimiser, and the learning-rate and beta schedules over the run.
+
+        Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``
+        (gradients are averaged over the processes) and each rank draws its own noise.
+        """
+        model = BetaVAE(config.num_colors, config.latent_dim).to(device)
+        loss_fn = FocalLoss(alpha=None if weights is None else weights.weights, gamma=config.focal_gamma).to(device)
+        optimizer = make_optimizer(model.parameters(), config.lr)
+        steps = max(1, config.planned_epochs * _steps_per_epoch(config, data, group))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=config.min_lr)
+        schedule = BetaSchedule(config.beta_schedule, config.beta_max, config.beta_warmup_epochs,
+                                config.beta_ramp_epochs, config.beta_cycle_epochs)  # fmt: skip
+        net: torch.nn.Module = model
+        if group.enabled:
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)  # fmt: skip
+            torch.manual_seed(config.seed + 1000 * group.rank)
+        return cls(config, run_dir, model, net, loss_fn, optimizer, scheduler, schedule,
+                   loader_rng=torch.Generator().manual_seed(config.seed), device=device, group=group, report=report,
+                   weights=weights, data_fingerprint=data.fingerprint,
+                   first_bad_step=torch.tensor(-1, device=device))  # fmt: skip
+
+    def check_finite(self, loss: torch.Tensor | None = None) -> None:
+        """Stop, before anything is logged or saved, if a loss or gradient has gone non-finite."""
+        first = int(self.first_bad_step)
+        if first >= 0:
+            raise ArcvaeError(f"the loss or its gradients became non-finite (NaN or inf) at step {first}; "
+                              "stopping without saving a checkpoint (try a lower --lr)")  # fmt: skip
+        if loss is not None and not math.isfinite(float(loss)):
+            raise ArcvaeError(f"the loss became {float(loss)} at step {self.step}; stopping without saving a checkpoint (try a lower --lr)")  # fmt: skip
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Write ``record`` to metrics.jsonl and the tracker (rank 0 alone has them)."""
+        if self.log is not None:
+            self.log.write(record)
+            self.tracker.log(record, step=self.step)
+
+
+def make_optimizer(params: Any, lr: float) -> torch.optim.Optimizer:
+    """Adam; its fused kernel where this torch has one (5-15% faster steps on CPU, same update rule)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr)
+
+
+def _steps_per_epoch(config: TrainConfig, data: RunData, group: Dist) -> int:
+    if config.overfit_batch:
+        return config.steps_per_overfit_epoch
+    # under torchrun each process takes ceil(N / world) grids per epoch in batches of batch_size // world
+    return math.ceil(math.ceil(len(data.train_grids) / group.world) / (config.batch_size // group.world))
