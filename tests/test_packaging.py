@@ -29,3 +29,29 @@ def test_public_names():
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "arcvae", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "arcvae" in out.stdout
+
+
+def test_arcvae_uses_only_what_classweights_exports():
+    """arcvae is a program built on the library's public face: every name it takes from classweights (an import,
+    an attribute, or a name in a string such as a ``sys.modules`` key) is in ``classweights.__all__``."""
+    import ast
+    import re
+    from pathlib import Path
+
+    import classweights
+
+    public = set(classweights.__all__)
+    used: list[tuple[str, str]] = []  # (file, name)
+    for path in sorted((Path(__file__).parents[1] / "src" / "arcvae").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                used += [(path.name, alias.name) for alias in node.names if alias.name.startswith("classweights.")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "classweights":
+                if node.module != "classweights":
+                    used.append((path.name, node.module))  # a submodule: never public
+                used += [(path.name, alias.name) for alias in node.names]
+        used += [(path.name, name) for name in re.findall(r"\bclassweights\.(\w+)", text)]  # attributes, strings, docs
+    assert used, "no use of classweights found: the scan is broken"
+    outside = sorted({(file, name) for file, name in used if name not in public})
+    assert not outside, f"arcvae takes names classweights does not export: {outside}"

@@ -134,6 +134,17 @@ def check_same_data(run_dir: Path, checkpoint: dict[str, Any], data_path: Path, 
                               f"(content digest {str(digest)[:12]}, expected {str(saved)[:12]})")  # fmt: skip
 
 
+def load_run(run_dir: str | Path, *, best: bool = True) -> tuple[BetaVAE, TrainConfig, dict[str, Any]]:
+    """The model, configuration and checkpoint of a run folder (``best.pt`` if there is one and ``best``, else ``last.pt``)."""
+    folder = Path(run_dir)
+    name = "best.pt" if best and (folder / "checkpoints" / "best.pt").exists() else "last.pt"
+    checkpoint = load_checkpoint(folder / "checkpoints" / name)
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = BetaVAE(config.num_colors, config.latent_dim)
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), config, checkpoint
+
+
 def check_checkpoint(state: Any, where: str) -> None:
     """Raise an :class:`ArcvaeError` naming the first problem unless ``state`` is a usable checkpoint."""
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .config import QUICK_TEST, TrainConfig
-from .data import Split, read_split, resolve_data_path
+from .data import Narrator, Split, read_split, resolve_data_path
 from .distributed import SINGLE, Dist
 from .errors import ArcvaeError
 from .weight_cache import ClassWeights, FileStamp, WeightCache
-
-if TYPE_CHECKING:
-    from .report import Reporter
 
 
 @dataclass
@@ -52,7 +48,7 @@ class RunData:
         return self.batch if self.batch is not None else torch.from_numpy(self.val_grids)
 
 
-def load_run_data(config: TrainConfig, report: Reporter, group: Dist, device: torch.device) -> RunData:
+def load_run_data(config: TrainConfig, report: Narrator, group: Dist, device: torch.device) -> RunData:
     """Find the corpus (generating the default one on first use) and read what ``config`` trains on.
 
     Under ``torchrun`` rank 0 finds the corpus and every rank reads it.

@@ -1,9 +1,9 @@
-"""The files a run writes in its folder, and how a finished run is read back.
+"""The files a run writes in its folder, and the grids it trained on.
 
 ``config.json`` and ``class_weights.json`` when it starts, ``metrics.jsonl`` as
 it trains, ``result.json``, ``reconstructions.png`` and ``curves.png`` when it
-ends (the checkpoints are :mod:`arcvae.checkpoints`'; who may write the folder
-is :mod:`arcvae.rundir`'s). :func:`load_run` reads a run's model back.
+ends. The checkpoints are :mod:`arcvae.checkpoints`' (with :func:`load_run`,
+which reads a run's model back); who may write the folder is :mod:`arcvae.rundir`'s.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import torch
 
 import classweights
 
-from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .data import load_split
 from .errors import ArcvaeError
@@ -144,18 +143,7 @@ def save_pictures(run_dir: Path, model: BetaVAE, grids: torch.Tensor, report: Re
     report.print(f"[RUN] Pictures: {run_dir / 'reconstructions.png'}, {run_dir / 'curves.png'}")
 
 
-# ----------------------------------------------------------- a finished run ----
-
-
-def load_run(run_dir: str | Path, *, best: bool = True) -> tuple[BetaVAE, TrainConfig, dict[str, Any]]:
-    """The model, configuration and checkpoint of a run folder (``best.pt`` if there is one and ``best``, else ``last.pt``)."""
-    folder = Path(run_dir)
-    name = "best.pt" if best and (folder / "checkpoints" / "best.pt").exists() else "last.pt"
-    checkpoint = load_checkpoint(folder / "checkpoints" / name)
-    config = TrainConfig.from_dict(checkpoint["config"])
-    model = BetaVAE(config.num_colors, config.latent_dim)
-    model.load_state_dict(checkpoint["model"])
-    return model.eval(), config, checkpoint
+# --------------------------------------------------- the grids a run trained on ----
 
 
 def grids_trained_on(config: TrainConfig, split: str, n: int) -> tuple[np.ndarray, str]:

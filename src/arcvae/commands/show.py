@@ -34,7 +34,8 @@ def show_command(
     from ..model import reconstruct
     from ..outputs import check_output_file
     from ..plots import grids_panel, save_reconstructions
-    from ..run_files import grids_trained_on, load_run
+    from ..checkpoints import load_run
+    from ..run_files import grids_trained_on
 
     if not (run / "checkpoints").is_dir():
         raise ArcvaeError(f"{str(run)!r} is not a run folder (it has no checkpoints folder); pass a folder written by 'arcvae train'")

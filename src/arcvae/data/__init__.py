@@ -17,7 +17,7 @@ Example:
 """
 
 from .arc import arc_corpus
-from .default import default_cache_dir, default_corpus_path, resolve_data_path
+from .default import Narrator, default_cache_dir, default_corpus_path, resolve_data_path
 from .files import Split, load_corpus, load_split, read_split, save_corpus
 from .grids import GRID, NUM_COLORS, SPLITS
 from .synthetic import generate_corpus
@@ -26,6 +26,7 @@ __all__ = [
     "GRID",
     "NUM_COLORS",
     "SPLITS",
+    "Narrator",
     "Split",
     "arc_corpus",
     "default_cache_dir",

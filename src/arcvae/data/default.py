@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .files import save_corpus
 from .synthetic import generate_corpus
-
-if TYPE_CHECKING:
-    from ..report import Reporter
 
 DEFAULT_NUM_IMAGES = 100_000
 DEFAULT_SEED = 42
@@ -39,7 +37,17 @@ def default_corpus_path(num_images: int = DEFAULT_NUM_IMAGES, seed: int = DEFAUL
     return default_cache_dir() / f"synthetic-n{num_images}-seed{seed}-v{CORPUS_FORMAT_VERSION}.npz"
 
 
-def resolve_data_path(data: str | None, report: Reporter) -> tuple[Path, Path | None]:
+class Narrator(Protocol):
+    """What finding the corpus tells the user, and how (:class:`arcvae.report.Reporter` is one)."""
+
+    def print(self, text: str = "", *, style: str | None = None) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+    def epoch_bar(self, description: str, total: int) -> AbstractContextManager[Any]: ...
+
+
+def resolve_data_path(data: str | None, report: Narrator) -> tuple[Path, Path | None]:
     """The corpus to train on and the cache folder to use.
 
     ``data`` if given, else the default corpus (generated on first use). The
