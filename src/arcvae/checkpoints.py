@@ -32,9 +32,18 @@ if TYPE_CHECKING:
 CHECKPOINT_VERSION = 2
 _RNG_BYTES = torch.get_rng_state().numel()  # a CPU generator's state; the loader's generator has the same size
 _REQUIRED = {
-    "model": dict, "optimizer": dict, "scheduler": dict, "epoch": int, "step": int, "rng": dict, "config": dict,
-    "data_fingerprint": dict, "best_val": float, "stale": int, "finished": bool,
-}  # fmt: skip
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "epoch": int,
+    "step": int,
+    "rng": dict,
+    "config": dict,
+    "data_fingerprint": dict,
+    "best_val": float,
+    "stale": int,
+    "finished": bool,
+}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -54,15 +63,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on foreign pickles; a failure is reported below
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unpickling failure is a bad file, reported in one line
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file, reported in one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArcvaeError(f"could not load checkpoint {str(path)!r}: {first}") from None
     check_checkpoint(state, str(path))
     return state
 
 
-def save_state(state: TrainingState, epoch: int, name: str = "last.pt", *, finished: bool = False,
-               reached_target: bool = False, final: dict[str, Any] | None = None) -> None:  # fmt: skip
+def save_state(
+    state: TrainingState,
+    epoch: int,
+    name: str = "last.pt",
+    *,
+    finished: bool = False,
+    reached_target: bool = False,
+    final: dict[str, Any] | None = None,
+) -> None:
     """Checkpoint ``state`` after ``epoch`` as ``checkpoints/<name>``: everything a resume needs to go on bit for bit.
 
     Never a model that took a non-finite step. Under ``torchrun`` every
@@ -111,7 +127,9 @@ def restore_state(state: TrainingState, checkpoint: dict[str, Any]) -> int:
         if ranks is not None and len(ranks) == state.group.world:
             rng = ranks[state.group.rank]
         else:
-            state.report.warn(f"the checkpoint holds no random state for {state.group.world} processes; the run continues, not bit-for-bit")  # fmt: skip
+            state.report.warn(
+                f"the checkpoint holds no random state for {state.group.world} processes; the run continues, not bit-for-bit"
+            )
     torch.set_rng_state(rng["torch"])
     state.loader_rng.set_state(rng["loader"])
     try:
@@ -120,18 +138,28 @@ def restore_state(state: TrainingState, checkpoint: dict[str, Any]) -> int:
         if state.device.type == "mps" and "mps" in rng:
             torch.mps.set_rng_state(rng["mps"])
     except (RuntimeError, IndexError) as exc:
-        state.report.warn(f"could not restore the {state.device.type} random state ({exc}); the run continues, not bit-for-bit")  # fmt: skip
-    state.step, state.best_val, state.stale = int(checkpoint["step"]), float(checkpoint["best_val"]), int(checkpoint["stale"])  # fmt: skip
+        state.report.warn(
+            f"could not restore the {state.device.type} random state ({exc}); the run continues, not bit-for-bit"
+        )
+    state.step, state.best_val, state.stale = (
+        int(checkpoint["step"]),
+        float(checkpoint["best_val"]),
+        int(checkpoint["stale"]),
+    )
     return int(checkpoint["epoch"])
 
 
-def check_same_data(run_dir: Path, checkpoint: dict[str, Any], data_path: Path, fingerprint: dict[str, str | None]) -> None:
+def check_same_data(
+    run_dir: Path, checkpoint: dict[str, Any], data_path: Path, fingerprint: dict[str, str | None]
+) -> None:
     """A run resumes only on the data it started with: the content digests of its splits must be the saved ones."""
     for split, digest in fingerprint.items():
         saved = checkpoint["data_fingerprint"].get(split)
         if saved != digest:
-            raise ArcvaeError(f"cannot resume {str(run_dir)!r}: the {split} split of {str(data_path)!r} is not the data it was trained on "
-                              f"(content digest {str(digest)[:12]}, expected {str(saved)[:12]})")  # fmt: skip
+            raise ArcvaeError(
+                f"cannot resume {str(run_dir)!r}: the {split} split of {str(data_path)!r} is not the data it was trained on "
+                f"(content digest {str(digest)[:12]}, expected {str(saved)[:12]})"
+            )
 
 
 def load_run(run_dir: str | Path, *, best: bool = True) -> tuple[BetaVAE, TrainConfig, dict[str, Any]]:
@@ -168,24 +196,35 @@ def check_checkpoint(state: Any, where: str) -> None:
     _check_model(state["model"], config, where)
     _check_rng(state["rng"], where)
     weights = state.get("class_weights")
-    if weights is not None:
-        if not isinstance(weights, torch.Tensor) or weights.shape != (config.num_colors,) or not weights.is_floating_point() \
-                or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or not bool((weights > 0).any()):  # fmt: skip
-            raise ArcvaeError(f"checkpoint {where!r} is damaged: its class weights are not {config.num_colors} finite, non-negative numbers")
+    if weights is not None and not _usable_weights(weights, config.num_colors):
+        raise ArcvaeError(
+            f"checkpoint {where!r} is damaged: its class weights are not {config.num_colors} finite, non-negative numbers"
+        )
     for split, digest in state["data_fingerprint"].items():
         if split not in ("train", "val") or not (digest is None or isinstance(digest, str)):
             raise ArcvaeError(f"checkpoint {where!r} is damaged: unexpected data fingerprint entry {split!r}")
 
 
+def _usable_weights(weights: Any, num_classes: int) -> bool:
+    """``num_classes`` finite, non-negative float weights, not all zero."""
+    if not isinstance(weights, torch.Tensor) or weights.shape != (num_classes,) or not weights.is_floating_point():
+        return False
+    return bool(torch.isfinite(weights).all()) and not bool((weights < 0).any()) and bool((weights > 0).any())
+
+
 def _check_model(model: dict[str, Any], config: TrainConfig, where: str) -> None:
     expected = BetaVAE(config.num_colors, config.latent_dim).state_dict()
     if set(model) != set(expected):
-        raise ArcvaeError(f"checkpoint {where!r} holds a model that is not a BetaVAE with {config.num_colors} colours "
-                          f"and latent_dim {config.latent_dim} (its parameters differ)")  # fmt: skip
+        raise ArcvaeError(
+            f"checkpoint {where!r} holds a model that is not a BetaVAE with {config.num_colors} colours "
+            f"and latent_dim {config.latent_dim} (its parameters differ)"
+        )
     for name, tensor in expected.items():
         value = model[name]
         if not isinstance(value, torch.Tensor) or value.shape != tensor.shape or value.dtype != tensor.dtype:
-            raise ArcvaeError(f"checkpoint {where!r} is damaged: parameter {name} is {_describe(value)}, expected {tuple(tensor.shape)}")
+            raise ArcvaeError(
+                f"checkpoint {where!r} is damaged: parameter {name} is {_describe(value)}, expected {tuple(tensor.shape)}"
+            )
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise ArcvaeError(f"checkpoint {where!r} is damaged: parameter {name} holds NaN or infinite values")
 
@@ -198,8 +237,10 @@ def _check_rng(rng: dict[str, Any], where: str) -> None:
         for key in ("torch", "loader"):
             value = state.get(key)
             if not isinstance(value, torch.Tensor) or value.dtype != torch.uint8 or value.shape != (_RNG_BYTES,):
-                raise ArcvaeError(f"checkpoint {where!r} is damaged: its {key} random state is {_describe(value)}, "
-                                  f"expected {_RNG_BYTES} bytes")  # fmt: skip
+                raise ArcvaeError(
+                    f"checkpoint {where!r} is damaged: its {key} random state is {_describe(value)}, "
+                    f"expected {_RNG_BYTES} bytes"
+                )
 
 
 def _describe(value: Any) -> str:

@@ -57,7 +57,7 @@ def fixed(default: Any, help: str, **declaration: Any) -> Any:
 class TrainConfig:
     """Every option of a training run. See docs/cli.md (``arcvae train``) for what each one does."""
 
-    # -- data and mode
+    # data and mode
     data: str | None = option(
         None,
         "Corpus .npz with train/val/test (default: the synthetic corpus in the cache folder, generated on first use).",
@@ -70,7 +70,8 @@ class TrainConfig:
     num_colors: int = fixed(10, "Colours of the grids (classes of the loss).", low=2, high=256)
     overfit_samples: int = fixed(32, "Unique grids in the overfit batch.", low=1)
     overfit_repeats: int = fixed(50, "Steps per overfit epoch (the batch repeated).", low=1)
-    # -- class weights
+
+    # class weights
     use_class_weights: bool = option(
         True, "Plain focal loss without class weights (for comparison).", flag="--no-class-weights"
     )
@@ -82,14 +83,18 @@ class TrainConfig:
     weights_from: WeightsFrom = option(
         "full", "Count the full training split, or (with --overfit-batch, for comparison) only the batch."
     )
-    # -- optimisation
+
+    # optimisation
     epochs: int = option(50, "Maximum epochs.", low=1)
-    max_epochs: int | None = fixed(None, "Stop after this many epochs; the LR and beta schedules still span `epochs`.", low=1)  # fmt: skip
+    max_epochs: int | None = fixed(
+        None, "Stop after this many epochs; the LR and beta schedules still span `epochs`.", low=1
+    )
     batch_size: int = option(128, "Batch size in normal mode (overfit mode uses its batch of 32).", low=1)
     lr: float = option(5e-4, "Adam learning rate (cosine-annealed to 1e-5).", low=0, low_open=True)
     min_lr: float = fixed(1e-5, "Floor of the cosine learning-rate schedule.", low=0)
     grad_clip: float = fixed(1.0, "Largest gradient norm (0: no clipping).", low=0)
-    # -- model and loss
+
+    # model and loss
     latent_dim: int = option(32, "Latent dimensions of the VAE.", low=1)
     focal_gamma: float = fixed(2.0, "Focusing parameter of the focal loss.", low=0)
     beta_schedule: BetaScheduleName = option("linear_warmup", "KL weight schedule.")
@@ -103,12 +108,14 @@ class TrainConfig:
     )
     beta_cycle_epochs: float = fixed(10.0, "cyclical: epochs per cycle.", low=0, low_open=True)
     free_bits: float = option(0.0, "Free bits: minimum KL per latent dimension in nats (0 = off).", low=0)
-    # -- stopping
+
+    # stopping
     target_accuracy: float = option(
         0.95, "Overfit mode stops when pixel accuracy reaches this.", low=0, low_open=True, high=1
     )
     patience: int = fixed(10, "Normal mode: epochs without validation improvement before stopping.", low=1)
-    # -- bookkeeping
+
+    # bookkeeping
     seed: int = option(
         42,
         "Random seed, any integer from 0 to 2**63 - 1 (a timestamp in ms will do).",
@@ -132,7 +139,7 @@ class TrainConfig:
                 "need overfit mode (--overfit-batch)"
             )
 
-    # -- what the options mean for a run
+    # what the options mean for a run
 
     @property
     def planned_epochs(self) -> int:
@@ -149,7 +156,7 @@ class TrainConfig:
         """Overfit mode: how often the batch is repeated per epoch."""
         return QUICK_TEST["overfit_repeats"] if self.quick_test else self.overfit_repeats
 
-    # -- saved options (config.json and checkpoints)
+    # saved options (config.json and checkpoints)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -44,7 +44,7 @@ class Dist:
         """This rank's contiguous part of ``n`` items (the same split as ``classweights``)."""
         return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)
 
-    # ------------------------------------------------------- collectives ----
+    # --------------------------------------------------------- collectives ----
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the ranks, in place; returns it."""

@@ -38,8 +38,13 @@ def train_epochs(state: TrainingState, data: RunData, start_epoch: int) -> RunRe
     if state.group.is_main:
         truncate_metrics(state.run_dir / "metrics.jsonl", state.step, state.report.warn)
         state.log = MetricsLog(state.run_dir / "metrics.jsonl")
-        state.tracker = open_tracker(config.wandb, config=config.to_dict(), run_dir=state.run_dir,
-                                     name=state.run_dir.name, warn=state.report.warn)  # fmt: skip
+        state.tracker = open_tracker(
+            config.wandb,
+            config=config.to_dict(),
+            run_dir=state.run_dir,
+            name=state.run_dir.name,
+            warn=state.report.warn,
+        )
     try:
         if data.batch is not None:
             return overfit_loop(state, data.batch, start_epoch, config.epochs_to_run)
@@ -67,10 +72,11 @@ def overfit_loop(state: TrainingState, batch: torch.Tensor, start_epoch: int, ep
                 bar.advance()
                 # log and evaluate every log_every_n_steps (the only host syncs of the loop)
                 if state.step % config.log_every_n_steps == 0 or i == repeats - 1:
-                    final = evaluate(state.model, state.loss_fn, batch, beta=beta, beta_max=config.beta_max,
-                                     free_bits=config.free_bits, group=state.group)  # fmt: skip
+                    final = _evaluate(state, batch, beta)
                     record = log_step(state, epoch, beta, losses, tally, {f"eval_{k}": v for k, v in final.items()})
-                    bar.show(loss=record["loss"], acc=final["pixel_accuracy"], fg=final["foreground_accuracy"] or 0.0, β=beta)  # fmt: skip
+                    bar.show(
+                        loss=record["loss"], acc=final["pixel_accuracy"], fg=final["foreground_accuracy"] or 0.0, β=beta
+                    )
                     report.per_class(final["per_class_accuracy"])
                     tally = Tally.zeros(config.num_colors, state.device)
                     # stop: the batch is memorised
@@ -78,8 +84,7 @@ def overfit_loop(state: TrainingState, batch: torch.Tensor, start_epoch: int, ep
                         reached = True
                         break
         done = reached or epoch + 1 == epochs
-        state.record({"type": "epoch", "epoch": epoch + 1, "step": state.step, "lr": state.scheduler.get_last_lr()[0],
-                      **{f"eval_{k}": v for k, v in final.items()}})  # fmt: skip
+        state.record(_epoch_record(state, epoch, "eval", final))
         checkpoints.save_state(state, epoch + 1, finished=done, reached_target=reached, final=final)
         if reached:
             report.overfit_reached(final, config.target_accuracy, state.run_dir)
@@ -88,12 +93,15 @@ def overfit_loop(state: TrainingState, batch: torch.Tensor, start_epoch: int, ep
     return RunResult(state.run_dir, epochs, state.step, False, final)
 
 
-def normal_loop(state: TrainingState, train_grids: np.ndarray, val_grids: np.ndarray, start_epoch: int,
-                epochs: int) -> RunResult:  # fmt: skip
+def normal_loop(
+    state: TrainingState, train_grids: np.ndarray, val_grids: np.ndarray, start_epoch: int, epochs: int
+) -> RunResult:
     """Train on shuffled batches of ``train_grids``, validate each epoch, keep the best and stop when it stalls."""
     config, report = state.config, state.report
     train_loader, sampler = _train_loader(state, train_grids)
-    val_loader = DataLoader(TensorDataset(torch.from_numpy(val_grids[state.group.shard(len(val_grids))])), batch_size=512)  # fmt: skip
+    val_loader = DataLoader(
+        TensorDataset(torch.from_numpy(val_grids[state.group.shard(len(val_grids))])), batch_size=512
+    )
     final: dict[str, Any] = {}
     epochs_run = start_epoch
     report.print()
@@ -113,12 +121,10 @@ def normal_loop(state: TrainingState, train_grids: np.ndarray, val_grids: np.nda
                     bar.show(loss=record["loss"], acc=record["pixel_accuracy"], β=beta)
                     tally = Tally.zeros(config.num_colors, state.device)
         # evaluate
-        final = evaluate(state.model, state.loss_fn, val_loader, beta=state.schedule(epoch + 1), beta_max=config.beta_max,
-                         free_bits=config.free_bits, group=state.group)  # fmt: skip
+        final = _evaluate(state, val_loader, state.schedule(epoch + 1))
         state.check_finite(torch.tensor(final["loss"]))
         improved = _track_best(state, epoch, final["objective"])
-        state.record({"type": "epoch", "epoch": epoch + 1, "step": state.step, "lr": state.scheduler.get_last_lr()[0],
-                      **{f"val_{k}": v for k, v in final.items()}})  # fmt: skip
+        state.record(_epoch_record(state, epoch, "val", final))
         report.validation(final, improved=improved)
         # checkpoint and stop
         stop = state.stale >= config.patience
@@ -155,8 +161,16 @@ def train_step(state: TrainingState, grids: torch.Tensor, beta: float, tally: Ta
 
 
 @torch.no_grad()
-def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoader, *, beta: float, beta_max: float,
-             free_bits: float, group: Dist = SINGLE) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    model: BetaVAE,
+    loss_fn: FocalLoss,
+    grids: torch.Tensor | DataLoader,
+    *,
+    beta: float,
+    beta_max: float,
+    free_bits: float,
+    group: Dist = SINGLE,
+) -> dict[str, Any]:
     """Reconstruct from ``mu`` in eval mode; return loss terms and metrics.
 
     ``loss`` uses the current ``beta``; ``objective`` uses ``beta_max``, so it
@@ -181,25 +195,60 @@ def evaluate(model: BetaVAE, loss_fn: FocalLoss, grids: torch.Tensor | DataLoade
     count = torch.tensor(float(n), dtype=torch.float64, device=device)
     sums = group.sum_(torch.stack([recon_sum.double(), kl_sum.double(), count]))
     recon, kl = float(sums[0]) / float(sums[2]), float(sums[1]) / float(sums[2])
-    return {"loss": recon + beta * kl, "objective": recon + beta_max * kl, "recon_loss": recon, "kl": kl, "beta": beta,
-            **tally.summed(group.sum_).summary()}  # fmt: skip
+    return {
+        "loss": recon + beta * kl,
+        "objective": recon + beta_max * kl,
+        "recon_loss": recon,
+        "kl": kl,
+        "beta": beta,
+        **tally.summed(group.sum_).summary(),
+    }
 
 
-def log_step(state: TrainingState, epoch: int, beta: float, losses: Losses, tally: Tally,
-             extra: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def log_step(
+    state: TrainingState, epoch: int, beta: float, losses: Losses, tally: Tally, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Record a ``step`` line of ``metrics.jsonl``: the step's losses (averaged over the processes) and the tally."""
     terms = torch.stack(losses).double()
     if state.group.enabled:  # the mean over the processes' shares of the batch
         terms = state.group.sum_(terms) / state.group.world
     loss, recon, kl = terms.unbind()
     state.check_finite(loss)
-    record = {"type": "step", "epoch": epoch + 1, "step": state.step, "loss": float(loss), "recon_loss": float(recon),
-              "kl": float(kl), "beta": beta, "lr": state.scheduler.get_last_lr()[0],
-              **tally.summed(state.group.sum_).summary()}  # fmt: skip
+    record = {
+        "type": "step",
+        "epoch": epoch + 1,
+        "step": state.step,
+        "loss": float(loss),
+        "recon_loss": float(recon),
+        "kl": float(kl),
+        "beta": beta,
+        "lr": state.scheduler.get_last_lr()[0],
+        **tally.summed(state.group.sum_).summary(),
+    }
     if extra:
         record.update(extra)
     state.record(record)
     return record
+
+
+def _evaluate(state: TrainingState, grids: torch.Tensor | DataLoader, beta: float) -> dict[str, Any]:
+    config = state.config
+    return evaluate(
+        state.model,
+        state.loss_fn,
+        grids,
+        beta=beta,
+        beta_max=config.beta_max,
+        free_bits=config.free_bits,
+        group=state.group,
+    )
+
+
+def _epoch_record(state: TrainingState, epoch: int, split: str, final: dict[str, Any]) -> dict[str, Any]:
+    """The ``epoch`` line of ``metrics.jsonl``: the learning rate and the last evaluation, its keys under ``split``."""
+    learning_rate = state.scheduler.get_last_lr()[0]
+    evaluation = {f"{split}_{key}": value for key, value in final.items()}
+    return {"type": "epoch", "epoch": epoch + 1, "step": state.step, "lr": learning_rate, **evaluation}
 
 
 def _train_loader(state: TrainingState, train_grids: np.ndarray) -> tuple[DataLoader, DistributedSampler | None]:
@@ -207,7 +256,9 @@ def _train_loader(state: TrainingState, train_grids: np.ndarray) -> tuple[DataLo
     train_set = TensorDataset(torch.from_numpy(train_grids))
     config, group, pin = state.config, state.group, state.device.type == "cuda"
     if not group.enabled:
-        return DataLoader(train_set, batch_size=config.batch_size, shuffle=True, generator=state.loader_rng, pin_memory=pin), None  # fmt: skip
+        return DataLoader(
+            train_set, batch_size=config.batch_size, shuffle=True, generator=state.loader_rng, pin_memory=pin
+        ), None
     sampler = DistributedSampler(train_set, num_replicas=group.world, rank=group.rank, shuffle=True, seed=config.seed)
     return DataLoader(train_set, batch_size=config.batch_size // group.world, sampler=sampler, pin_memory=pin), sampler
 

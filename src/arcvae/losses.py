@@ -49,7 +49,9 @@ def focal_loss(
     if logits.ndim < 2:
         raise ArcvaeError(f"Expected `logits` of shape (N, C, *), but got {list(logits.shape)}")
     if target.shape != logits.shape[:1] + logits.shape[2:]:
-        raise ArcvaeError(f"Expected `target` of shape {list(logits.shape[:1] + logits.shape[2:])}, but got {list(target.shape)}")
+        raise ArcvaeError(
+            f"Expected `target` of shape {list(logits.shape[:1] + logits.shape[2:])}, but got {list(target.shape)}"
+        )
     if gamma < 0:
         raise ArcvaeError(f"Expected `gamma` >= 0, but got {gamma}")
     if alpha is not None and alpha.shape != (logits.shape[1],):
@@ -149,7 +151,9 @@ class BetaSchedule:
     def __post_init__(self) -> None:
         names = choices(BetaScheduleName)
         if self.kind not in names:
-            raise ArcvaeError(f"Expected the beta schedule to be {', '.join(names[:-1])} or {names[-1]}, but got {self.kind!r}")
+            raise ArcvaeError(
+                f"Expected the beta schedule to be {', '.join(names[:-1])} or {names[-1]}, but got {self.kind!r}"
+            )
         if not (math.isfinite(self.beta_max) and self.beta_max >= 0):
             raise ArcvaeError(f"Expected beta_max to be a finite number >= 0, but got {self.beta_max}")
         if self.ramp_epochs <= 0 or self.cycle_epochs <= 0 or self.warmup_epochs < 0:

@@ -62,7 +62,9 @@ class BetaVAE(nn.Module):
         """``[B, latent]`` -> logits ``[B, C, 16, 16]``."""
         return self.decoder(z)
 
-    def forward(self, grids: torch.Tensor, *, sample: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, grids: torch.Tensor, *, sample: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return ``logits, mu, logvar``; samples ``z`` in training mode, uses ``mu`` in eval mode."""
         mu, logvar = self.encode(grids)
         if self.training if sample is None else sample:

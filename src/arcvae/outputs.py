@@ -19,12 +19,24 @@ from pathlib import Path
 from .errors import ArcvaeError
 from .rundir import is_run_file
 
-_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
-          stat.S_IFDIR: "a folder", stat.S_IFLNK: "a symbolic link"}  # fmt: skip
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+    stat.S_IFLNK: "a symbolic link",
+}
 
 
-def check_output_file(path: Path, *, force: bool, inputs: Iterable[str | os.PathLike[str] | None] = (), option: str = "--out",
-                      suffix: str | None = None) -> Path:  # fmt: skip
+def check_output_file(
+    path: Path,
+    *,
+    force: bool,
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    option: str = "--out",
+    suffix: str | None = None,
+) -> Path:
     """Return ``path`` if a command may write it (see the module docstring); else raise an :class:`ArcvaeError`."""
     shown = f"{option} {str(path)!r}"
     if suffix is not None and path.suffix != suffix:
@@ -43,7 +55,9 @@ def check_output_file(path: Path, *, force: bool, inputs: Iterable[str | os.Path
         if source is not None and _same_file(path, Path(source)):
             raise ArcvaeError(f"{shown} is the command's own input {str(source)!r}; choose another file to write")
     if is_run_file(Path(os.path.abspath(path))):
-        raise ArcvaeError(f"{shown} is a file of the run folder {str(folder)!r}; choose a file outside the run's own files")
+        raise ArcvaeError(
+            f"{shown} is a file of the run folder {str(folder)!r}; choose a file outside the run's own files"
+        )
     if info is not None and not force:
         raise ArcvaeError(f"{str(path)!r} already exists; pass --force to overwrite it")
     return path

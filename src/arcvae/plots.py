@@ -44,11 +44,12 @@ DPI = 100
 _PERFECT, _WRONG = "#2E7D32", "#C62828"  # green and red of the per-grid marks
 
 
-# ------------------------------------------------------------ PNG files ----
+# --------------------------------------------------------------- PNG files ----
 
 
-def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, path: str | os.PathLike[str], *,
-                         title: str | None = None) -> None:  # fmt: skip
+def save_reconstructions(
+    originals: np.ndarray, reconstructions: np.ndarray, path: str | os.PathLike[str], *, title: str | None = None
+) -> None:
     """Draw originals (top row) over their reconstructions (bottom row) into a PNG.
 
     Each column is one grid in the ARC colours, with thin cell lines; above it,
@@ -69,8 +70,10 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
     """
     originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
     if originals.shape != reconstructions.shape or originals.ndim != 3 or len(originals) == 0:
-        raise ArcvaeError(f"Expected originals and reconstructions of the same shape [n, H, W] with n >= 1, "
-                          f"but got {originals.shape} and {reconstructions.shape}")  # fmt: skip
+        raise ArcvaeError(
+            f"Expected originals and reconstructions of the same shape [n, H, W] with n >= 1, "
+            f"but got {originals.shape} and {reconstructions.shape}"
+        )
     # The grids are painted into one pixel array, shown 1:1 on the figure: one image and a few labels to render
     # instead of two axes per grid, which is most of the time a picture takes.
     n = len(originals)
@@ -83,8 +86,15 @@ def save_reconstructions(originals: np.ndarray, reconstructions: np.ndarray, pat
             y, x = top + (_GRID_BOX - block.shape[0]) // 2, 50 + 125 * i + (125 - block.shape[1]) // 2
             canvas[y : y + block.shape[0], x : x + block.shape[1]] = block
         wrong = int((originals[i] != reconstructions[i]).sum())
-        fig.text((50 + 125 * i + 62.5) / width, 1 - (_GRID_TOP - 6) / height, f"#{i} perfect" if wrong == 0 else f"#{i} {wrong} wrong",
-                 fontsize=8, color=_PERFECT if wrong == 0 else _WRONG, ha="center", va="bottom")  # fmt: skip
+        fig.text(
+            (50 + 125 * i + 62.5) / width,
+            1 - (_GRID_TOP - 6) / height,
+            f"#{i} perfect" if wrong == 0 else f"#{i} {wrong} wrong",
+            fontsize=8,
+            color=_PERFECT if wrong == 0 else _WRONG,
+            ha="center",
+            va="bottom",
+        )
     fig.figimage(canvas, 0, 0, origin="upper")
     for row, label in enumerate(("original", "reconstruction")):
         centre = _GRID_TOP + _GRID_BOX / 2 + row * (_GRID_BOX + _ROW_GAP)
@@ -130,8 +140,11 @@ def save_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     fig = _new_figure(10, 7)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.95, wspace=0.2, hspace=0.3)
     (loss_ax, pixel_ax), (fg_ax, class_ax) = fig.subplots(2, 2)
-    for ax, key, title in ((loss_ax, "loss", "loss"), (pixel_ax, "pixel_accuracy", "pixel accuracy"),
-                           (fg_ax, "foreground_accuracy", "foreground accuracy")):  # fmt: skip
+    for ax, key, title in (
+        (loss_ax, "loss", "loss"),
+        (pixel_ax, "pixel_accuracy", "pixel accuracy"),
+        (fg_ax, "foreground_accuracy", "foreground accuracy"),
+    ):
         for prefix, label in (("", "train"), ("eval_", "eval (batch)"), ("val_", "validation")):
             steps, values = _series(records, prefix + key)
             if steps:
@@ -140,8 +153,13 @@ def save_curves(records: Sequence[Mapping[str, Any]], path: str | os.PathLike[st
     key = "eval_per_class_accuracy" if any("eval_per_class_accuracy" in r for r in records) else "per_class_accuracy"
     steps, rows = _series(records, key)
     for color, hex_color in enumerate(ARC_PALETTE if steps else ()):
-        values = [row[color] if isinstance(row, list) and color < len(row) and row[color] is not None else math.nan for row in rows]
-        class_ax.plot(steps, values, color=hex_color, linewidth=1.2, marker="." if len(steps) < 3 else None, label=str(color))
+        values = [
+            row[color] if isinstance(row, list) and color < len(row) and row[color] is not None else math.nan
+            for row in rows
+        ]
+        class_ax.plot(
+            steps, values, color=hex_color, linewidth=1.2, marker="." if len(steps) < 3 else None, label=str(color)
+        )
     _finish(class_ax, "per-class accuracy" + (" (eval)" if key.startswith("eval_") else " (train)"), ncol=5)
     for ax in (pixel_ax, fg_ax, class_ax):
         ax.set_ylim(-0.02, 1.02)
@@ -170,12 +188,22 @@ def save_study_plot(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[s
     for run in runs:
         steps, accuracy = list(run["steps"]), list(run["foreground_accuracy"])
         if len(steps) != len(accuracy):
-            raise ArcvaeError(f"Expected as many steps as accuracies in run {run['arm']!r} seed {run['seed']}, "
-                              f"but got {len(steps)} and {len(accuracy)}")  # fmt: skip
+            raise ArcvaeError(
+                f"Expected as many steps as accuracies in run {run['arm']!r} seed {run['seed']}, "
+                f"but got {len(steps)} and {len(accuracy)}"
+            )
         new_arm = run["arm"] not in colors
         color = colors.setdefault(run["arm"], f"C{len(colors) % 10}")
-        ax.plot(steps, [math.nan if a is None else a for a in accuracy], color=color, alpha=0.8, linewidth=1.2, marker=".", markersize=3,
-                label=run["arm"] if new_arm else None)  # fmt: skip
+        ax.plot(
+            steps,
+            [math.nan if a is None else a for a in accuracy],
+            color=color,
+            alpha=0.8,
+            linewidth=1.2,
+            marker=".",
+            markersize=3,
+            label=run["arm"] if new_arm else None,
+        )
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_ylabel("foreground accuracy")
@@ -218,10 +246,12 @@ def _finish(ax: Axes, title: str, *, ncol: int = 1) -> None:
         ax.legend(fontsize=8, ncol=ncol)
 
 
-# ------------------------------------------------------------- terminal ----
+# ---------------------------------------------------------------- terminal ----
 
 
-def grids_panel(originals: np.ndarray, reconstructions: np.ndarray, *, labels: Sequence[str] | None = None, colour: bool = True) -> Columns:
+def grids_panel(
+    originals: np.ndarray, reconstructions: np.ndarray, *, labels: Sequence[str] | None = None, colour: bool = True
+) -> Columns:
     """Each original beside its reconstruction, in the terminal, as many pairs per row as fit.
 
     A cell is two full blocks ``██`` in its ARC colour; with ``colour=False``
@@ -246,11 +276,15 @@ def grids_panel(originals: np.ndarray, reconstructions: np.ndarray, *, labels: S
     """
     originals, reconstructions = np.asarray(originals), np.asarray(reconstructions)
     if originals.shape != reconstructions.shape or originals.ndim != 3:
-        raise ArcvaeError(f"Expected originals and reconstructions of the same shape [n, H, W], but got {originals.shape} and {reconstructions.shape}")
+        raise ArcvaeError(
+            f"Expected originals and reconstructions of the same shape [n, H, W], but got {originals.shape} and {reconstructions.shape}"
+        )
     labels = [f"#{i}" for i in range(len(originals))] if labels is None else list(labels)
     if len(labels) != len(originals):
         raise ArcvaeError(f"Expected one label per grid ({len(originals)}), but got {len(labels)}")
-    return Columns([_pair(o, r, label, colour) for o, r, label in zip(originals, reconstructions, labels)], padding=(1, 3))
+    return Columns(
+        [_pair(o, r, label, colour) for o, r, label in zip(originals, reconstructions, labels)], padding=(1, 3)
+    )
 
 
 _STYLES = [Style(color=c) for c in ARC_PALETTE]
@@ -262,7 +296,9 @@ _DIGITS = [". "] + [f"{c} " for c in range(1, 10)]
 def _pair(original: np.ndarray, reconstruction: np.ndarray, label: str, colour: bool = True) -> Text:
     width = 2 * original.shape[1]
     wrong = int((original != reconstruction).sum())
-    text = Text(f"{label} ", no_wrap=True, overflow="crop")  # a narrow console crops lines rather than breaking the grids
+    text = Text(
+        f"{label} ", no_wrap=True, overflow="crop"
+    )  # a narrow console crops lines rather than breaking the grids
     text.append("perfect" if wrong == 0 else f"{wrong} wrong", style="green" if wrong == 0 else "red")
     text.append(f"\n{'original':<{width}}  reconstruction", style="dim")
     for row_o, row_r in zip(original, reconstruction):

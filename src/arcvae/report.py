@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from .console import default_console
@@ -28,7 +36,10 @@ if TYPE_CHECKING:
     from .weight_cache import ClassWeights
 
 RULE = "─" * 70
-WEIGHTS_SOURCE_LABELS = {"full": "full_dataset", "batch": "single_batch"}  # --weights-from, as the spec's output names it
+WEIGHTS_SOURCE_LABELS = {
+    "full": "full_dataset",
+    "batch": "single_batch",
+}  # --weights-from, as the spec's output names it
 
 
 class Reporter:
@@ -38,7 +49,7 @@ class Reporter:
         self.console = console or default_console()
         self._progress: Progress | None = None
 
-    # ------------------------------------------------------------ basics ----
+    # -------------------------------------------------------------- basics ----
 
     def print(self, text: str = "", *, style: str | None = None) -> None:
         """Print ``text`` literally (a path holding ``[/]`` is not markup), in ``style``."""
@@ -60,7 +71,9 @@ class Reporter:
         """The ``[DATA]`` lines: what each epoch trains on and what is validated."""
         if data.batch is not None:
             unique, repeats = len(data.batch), config.steps_per_overfit_epoch
-            self.print(f"[DATA] Train: {unique * repeats} samples ({unique} unique × {repeats} repeats), {repeats} batches")  # fmt: skip
+            self.print(
+                f"[DATA] Train: {unique * repeats} samples ({unique} unique × {repeats} repeats), {repeats} batches"
+            )
             self.print(f"[DATA] Val:   {unique} samples (the same batch, reconstructed from mu in eval mode)")
         else:
             assert data.val_grids is not None
@@ -68,28 +81,40 @@ class Reporter:
             if group.enabled:  # each process: ceil(N / world) grids in batches of batch_size // world
                 per_batch = config.batch_size // group.world
                 batches = math.ceil(math.ceil(grids / group.world) / per_batch)
-                self.print(f"[DATA] Train: {grids} samples, {batches} batches of {per_batch * group.world} ({per_batch} per process)")  # fmt: skip
+                self.print(
+                    f"[DATA] Train: {grids} samples, {batches} batches of {per_batch * group.world} ({per_batch} per process)"
+                )
             else:
-                self.print(f"[DATA] Train: {grids} samples, {math.ceil(grids / config.batch_size)} batches of {config.batch_size}")  # fmt: skip
+                self.print(
+                    f"[DATA] Train: {grids} samples, {math.ceil(grids / config.batch_size)} batches of {config.batch_size}"
+                )
             self.print(f"[DATA] Val:   {len(data.val_grids)} samples")
         if group.enabled:
             shares = "share of the batch" if config.overfit_batch else "share of every batch"
-            self.print(f"[DDP] {group.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}): each trains on its "
-                       f"{shares} and evaluates its share of the grids")  # fmt: skip
+            self.print(
+                f"[DDP] {group.world} processes ({'nccl' if device.type == 'cuda' else 'gloo'}): each trains on its "
+                f"{shares} and evaluates its share of the grids"
+            )
 
-    # --------------------------------------------------------- class weights ----
+    # ------------------------------------------------------- class weights ----
 
     def weights_started(self, config: TrainConfig, data_path: Path, *, resumed: bool) -> None:
         """What comes before the weights are resolved (a count then prints its progress)."""
         if not config.use_class_weights:
             if config.overfit_batch:
-                self.warn("--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)")  # fmt: skip
+                self.warn(
+                    "--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)"
+                )
         elif resumed:
             return  # the run's own weights are shown once read
         elif config.weights_from == "batch":
             self.section("[OVERFIT MODE] Computing class weights from the SINGLE BATCH (not the full dataset)...")
         else:
-            self.section("[OVERFIT MODE] Computing class weights from FULL dataset..." if config.overfit_batch else "Computing class weights...")  # fmt: skip
+            self.section(
+                "[OVERFIT MODE] Computing class weights from FULL dataset..."
+                if config.overfit_batch
+                else "Computing class weights..."
+            )
             self.print(f"Loading full dataset for class weight computation... ({data_path})")
 
     def counting_progress(self, total: int) -> Callable[[int, int | None], None]:
@@ -126,7 +151,9 @@ class Reporter:
             self.class_weight_analysis(weights.spec.method, f"Single batch ({weights.num_samples} samples)", values)
             return
         if processes > 1 and not weights.from_cache:
-            self.print(f"Counted {weights.num_samples} samples in {processes} shards, one per process (identical weights on every process: checked)")  # fmt: skip
+            self.print(
+                f"Counted {weights.num_samples} samples in {processes} shards, one per process (identical weights on every process: checked)"
+            )
         if weights.from_cache:
             self.print(f"[WEIGHTS] Loaded cached weights from: {weights.cache_path}")
         elif weights.cache_path is not None and weights.cache_path.exists():
@@ -168,43 +195,56 @@ class Reporter:
         self.print()
         self.print(f"[WEIGHTS] Saved to: {path}")
 
-    # ---------------------------------------------------------------- model ----
+    # --------------------------------------------------------------- model ----
 
-    def model(self, config: TrainConfig, weights: ClassWeights | None, *, parameters: int, device: torch.device) -> None:
+    def model(
+        self, config: TrainConfig, weights: ClassWeights | None, *, parameters: int, device: torch.device
+    ) -> None:
         self.print(f"[MODEL] Created: {parameters:,} parameters")
         self.print(f"[MODEL] Using Focal Loss (γ={config.focal_gamma})")
         if weights is not None:
-            self.print(f"[MODEL] Using class weights (method={weights.spec.method}, source={WEIGHTS_SOURCE_LABELS[config.weights_from]})")  # fmt: skip
+            self.print(
+                f"[MODEL] Using class weights (method={weights.spec.method}, source={WEIGHTS_SOURCE_LABELS[config.weights_from]})"
+            )
         else:
             self.print("[MODEL] No class weights (uniform)")
         self.print(f"[MODEL] Device: {device}")
 
-    # ---------------------------------------------------------------- loops ----
+    # --------------------------------------------------------------- loops ----
 
     def validation(self, final: dict[str, Any], *, improved: bool) -> None:
         """Normal mode: the ``[Val]`` lines after an epoch (``(best)`` marks a new best objective)."""
-        self.print(f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
-                   f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
-                   f"perfect={final['perfect_rate']:.3f}" + ("  (best)" if improved else ""))  # fmt: skip
+        self.print(
+            f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
+            f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
+            f"perfect={final['perfect_rate']:.3f}" + ("  (best)" if improved else "")
+        )
         self.per_class(final["per_class_accuracy"], prefix="  [Val] Per-class accuracy")
 
     def overfit_reached(self, final: dict[str, Any], target: float, run_dir: Path) -> None:
         self.print()
-        self.print(f"✓ Overfitting target achieved! ({final['pixel_accuracy']:.1%} >= {target:.1%})", style="bold green")
+        self.print(
+            f"✓ Overfitting target achieved! ({final['pixel_accuracy']:.1%} >= {target:.1%})", style="bold green"
+        )
         self.print("Stopping early as model has successfully memorized the batch.")
-        self.print(f"  Foreground accuracy: {_pct(final['foreground_accuracy'])}, balanced accuracy: {_pct(final['balanced_accuracy'])}")  # fmt: skip
+        self.print(
+            f"  Foreground accuracy: {_pct(final['foreground_accuracy'])}, balanced accuracy: {_pct(final['balanced_accuracy'])}"
+        )
         self.print(f"[RUN] {run_dir}")
 
     def overfit_missed(self, final: dict[str, Any], target: float, epochs: int, run_dir: Path) -> None:
         self.print()
-        self.print(f"✗ Target not reached: pixel accuracy {_pct(final.get('pixel_accuracy'))} < {target:.1%} after {epochs} epochs "
-                   f"(foreground accuracy {_pct(final.get('foreground_accuracy'))}).", style="bold red")  # fmt: skip
+        self.print(
+            f"✗ Target not reached: pixel accuracy {_pct(final.get('pixel_accuracy'))} < {target:.1%} after {epochs} epochs "
+            f"(foreground accuracy {_pct(final.get('foreground_accuracy'))}).",
+            style="bold red",
+        )
         self.print(f"[RUN] {run_dir}")
 
     def per_class(self, per_class: list[float | None], *, prefix: str = "  Per-class accuracy") -> None:
         self.print(f"{prefix}: {format_per_class(per_class)}")
 
-    # ---------------------------------------------------------- progress ----
+    # ------------------------------------------------------------ progress ----
 
     @contextmanager
     def epoch_bar(self, description: str, total: int) -> Iterator[EpochBar]:

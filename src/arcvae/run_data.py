@@ -35,7 +35,9 @@ class RunData:
 
     def digest(self, split: Split, key: str, group: Dist = SINGLE) -> str:
         """The content digest of a split as stored (the one ``weights compute --key`` gives), noted per file read."""
-        return self.cache.digest(split.stored, num_classes=self.num_classes, key=key, stamp=self.stamp(split), group=group)
+        return self.cache.digest(
+            split.stored, num_classes=self.num_classes, key=key, stamp=self.stamp(split), group=group
+        )
 
     def train_digest(self, weights: ClassWeights | None, group: Dist = SINGLE) -> str:
         """The training split's digest: the one its weights were counted with (one pass for both), else its own."""
@@ -64,14 +66,21 @@ def load_run_data(config: TrainConfig, report: Narrator, group: Dist, device: to
     if config.overfit_batch:
         unique = min(config.overfit_samples, len(train.grids))
         if unique < group.world:
-            raise ArcvaeError(f"the overfit batch has {unique} grids, fewer than the {group.world} processes; start fewer processes")  # fmt: skip
+            raise ArcvaeError(
+                f"the overfit batch has {unique} grids, fewer than the {group.world} processes; start fewer processes"
+            )
         data.batch = torch.from_numpy(train.grids[:unique].astype(np.int64)).to(device)
         return data
     if config.batch_size < group.world:
-        raise ArcvaeError(f"--batch-size {config.batch_size} is smaller than the {group.world} processes; each needs at least one grid per batch")  # fmt: skip
+        raise ArcvaeError(
+            f"--batch-size {config.batch_size} is smaller than the {group.world} processes; each needs at least one grid per batch"
+        )
     val = read_split(path, "val")
     data.val_grids = val.grids
     data.fingerprint["val"] = data.digest(val, "val", group)
     if config.quick_test:
-        data.train_grids, data.val_grids = train.grids[: QUICK_TEST["train_samples"]], val.grids[: QUICK_TEST["val_samples"]]  # fmt: skip
+        data.train_grids, data.val_grids = (
+            train.grids[: QUICK_TEST["train_samples"]],
+            val.grids[: QUICK_TEST["val_samples"]],
+        )
     return data

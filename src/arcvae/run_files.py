@@ -46,16 +46,27 @@ class RunResult:
 
     def record(self, *, overfit: bool) -> dict[str, Any]:
         """What ``result.json`` holds."""
-        return {"run_dir": str(self.run_dir.resolve()), "epochs_run": self.epochs_run, "steps": self.steps,
-                "reached_target": self.reached_target if overfit else None,
-                "best_val_objective": self.best_val_objective, "final": self.final}  # fmt: skip
+        return {
+            "run_dir": str(self.run_dir.resolve()),
+            "epochs_run": self.epochs_run,
+            "steps": self.steps,
+            "reached_target": self.reached_target if overfit else None,
+            "best_val_objective": self.best_val_objective,
+            "final": self.final,
+        }
 
     @classmethod
     def of_checkpoint(cls, run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
         """The result a finished run's last checkpoint holds."""
         best = float(checkpoint["best_val"])
-        return cls(run_dir, int(checkpoint["epoch"]), int(checkpoint["step"]), bool(checkpoint.get("reached_target", False)),
-                   dict(checkpoint.get("final") or {}), None if math.isinf(best) else best)  # fmt: skip
+        return cls(
+            run_dir,
+            int(checkpoint["epoch"]),
+            int(checkpoint["step"]),
+            bool(checkpoint.get("reached_target", False)),
+            dict(checkpoint.get("final") or {}),
+            None if math.isinf(best) else best,
+        )
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -63,7 +74,7 @@ def write_json(path: Path, value: Any) -> None:
     classweights.atomic_write_bytes(path, (json.dumps(value, indent=2) + "\n").encode())
 
 
-# ------------------------------------------------------------- metrics.jsonl ----
+# ----------------------------------------------------------- metrics.jsonl ----
 
 
 class MetricsLog:
@@ -116,12 +127,16 @@ def _record(line: bytes) -> dict[str, Any] | None:
         record = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("step", 0), int) or isinstance(record.get("step"), bool):
+    if (
+        not isinstance(record, dict)
+        or not isinstance(record.get("step", 0), int)
+        or isinstance(record.get("step"), bool)
+    ):
         return None
     return record
 
 
-# ------------------------------------------------------------------ pictures ----
+# ---------------------------------------------------------------- pictures ----
 
 
 def save_pictures(run_dir: Path, model: BetaVAE, grids: torch.Tensor, report: Reporter) -> None:
@@ -143,7 +158,7 @@ def save_pictures(run_dir: Path, model: BetaVAE, grids: torch.Tensor, report: Re
     report.print(f"[RUN] Pictures: {run_dir / 'reconstructions.png'}, {run_dir / 'curves.png'}")
 
 
-# --------------------------------------------------- the grids a run trained on ----
+# ---------------------------------------------- the grids a run trained on ----
 
 
 def grids_trained_on(config: TrainConfig, split: str, n: int) -> tuple[np.ndarray, str]:
@@ -153,7 +168,9 @@ def grids_trained_on(config: TrainConfig, split: str, n: int) -> tuple[np.ndarra
         ArcvaeError: the run's corpus is gone.
     """
     if config.data is None or not Path(config.data).exists():
-        raise ArcvaeError(f"the run's corpus {config.data!r} is missing; it is needed to show the grids the run trained on")  # fmt: skip
+        raise ArcvaeError(
+            f"the run's corpus {config.data!r} is missing; it is needed to show the grids the run trained on"
+        )
     if config.overfit_batch:
         batch = load_split(config.data, "train")[: config.overfit_samples]
         return batch[:n], f"{min(n, len(batch))} of the {len(batch)} grids of the overfit batch"

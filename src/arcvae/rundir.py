@@ -25,15 +25,35 @@ from typing import TYPE_CHECKING
 from .errors import ArcvaeError
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .distributed import Dist
 
 LOCK_NAME = ".lock"
-RUN_FILES = frozenset({"config.json", "class_weights.json", "metrics.jsonl", "result.json", "checkpoints", "reconstructions.png",
-                       "curves.png", "wandb", LOCK_NAME})  # fmt: skip
+RUN_FILES = frozenset(
+    {
+        "config.json",
+        "class_weights.json",
+        "metrics.jsonl",
+        "result.json",
+        "checkpoints",
+        "reconstructions.png",
+        "curves.png",
+        "wandb",
+        LOCK_NAME,
+    }
+)
 """The names a run writes in its folder."""
 
 _TEMPORARY = re.compile(r"^\.(?P<name>[^/]+)\.[A-Za-z0-9_]+\.tmp$")  # what an interrupted atomic write leaves behind
-_CONFIG_KEYS = {"data", "out", "overfit_batch", "epochs", "seed", "weights_method"}  # present in every run's config.json
+_CONFIG_KEYS = {
+    "data",
+    "out",
+    "overfit_batch",
+    "epochs",
+    "seed",
+    "weights_method",
+}  # present in every run's config.json
 _MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -72,15 +92,23 @@ def check_fresh(run_dir: Path) -> None:
     if not run_dir.is_dir():
         raise ArcvaeError(f"--out {str(run_dir)!r} is not a folder; expected a new or empty folder for the run")
     if (run_dir / "checkpoints" / "last.pt").exists():
-        raise ArcvaeError(f"run folder {str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, or another --out")
+        raise ArcvaeError(
+            f"run folder {str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, or another --out"
+        )
     names = sorted(p.name for p in run_dir.iterdir())
     foreign = [n for n in names if n not in RUN_FILES and not _is_leftover(n)]
     if foreign:
-        raise ArcvaeError(f"run folder {str(run_dir)!r} holds other files ({', '.join(foreign[:3])}); choose an empty or new --out")
+        raise ArcvaeError(
+            f"run folder {str(run_dir)!r} holds other files ({', '.join(foreign[:3])}); choose an empty or new --out"
+        )
     if "config.json" in names and not _is_run_config(run_dir / "config.json"):
-        raise ArcvaeError(f"run folder {str(run_dir)!r} holds a config.json that is not a run's; choose an empty or new --out")
+        raise ArcvaeError(
+            f"run folder {str(run_dir)!r} holds a config.json that is not a run's; choose an empty or new --out"
+        )
     if "metrics.jsonl" in names and "config.json" not in names:
-        raise ArcvaeError(f"run folder {str(run_dir)!r} holds a metrics.jsonl without a run's config.json; choose an empty or new --out")
+        raise ArcvaeError(
+            f"run folder {str(run_dir)!r} holds a metrics.jsonl without a run's config.json; choose an empty or new --out"
+        )
 
 
 def remove_leftovers(run_dir: Path) -> None:
@@ -107,7 +135,7 @@ def _is_run_config(path: Path) -> bool:
     return isinstance(record, dict) and _CONFIG_KEYS <= set(record)
 
 
-# ------------------------------------------------------------ the claim ----
+# --------------------------------------------------------------- the claim ----
 
 
 class RunClaim:
@@ -133,13 +161,17 @@ class RunClaim:
         lock = folder / LOCK_NAME
         made_lock = not os.path.lexists(lock)
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666)
+            fd = os.open(
+                lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666
+            )
         except OSError as exc:
             raise ArcvaeError(f"could not claim run folder {str(folder)!r}: {exc.strerror or exc} ({lock})") from None
         if not _try_lock(fd):
             holder = _read_holder(fd)
             os.close(fd)
-            raise ArcvaeError(f"run folder {str(folder)!r} is in use by another arcvae run{holder}; wait for it, or choose another --out")
+            raise ArcvaeError(
+                f"run folder {str(folder)!r} is in use by another arcvae run{holder}; wait for it, or choose another --out"
+            )
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         return cls(folder, fd, made_folder=made_folder, made_lock=made_lock)
@@ -161,7 +193,7 @@ class RunClaim:
             except OSError:
                 pass
 
-    def __enter__(self) -> RunClaim:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

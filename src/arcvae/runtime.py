@@ -31,9 +31,13 @@ def resolve_device(name: DeviceName) -> torch.device:
             return torch.device("cuda")
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ArcvaeError("device 'cuda' was requested, but CUDA is not available on this machine (use --device auto or cpu)")  # fmt: skip
+        raise ArcvaeError(
+            "device 'cuda' was requested, but CUDA is not available on this machine (use --device auto or cpu)"
+        )
     if name == "mps" and not _mps_available():
-        raise ArcvaeError("device 'mps' was requested, but MPS is not available on this machine (use --device auto or cpu)")  # fmt: skip
+        raise ArcvaeError(
+            "device 'mps' was requested, but MPS is not available on this machine (use --device auto or cpu)"
+        )
     return torch.device(name)
 
 
@@ -49,7 +53,9 @@ def _rank_device(name: DeviceName) -> torch.device:
     if name in ("auto", "cuda") and torch.cuda.is_available():
         local = local_rank()
         if local >= torch.cuda.device_count():
-            raise ArcvaeError(f"LOCAL_RANK={local}, but this machine has {torch.cuda.device_count()} CUDA devices; start fewer processes per node")  # fmt: skip
+            raise ArcvaeError(
+                f"LOCAL_RANK={local}, but this machine has {torch.cuda.device_count()} CUDA devices; start fewer processes per node"
+            )
         return torch.device("cuda", local)
     return resolve_device("cpu" if name == "auto" else name)  # an explicit "cuda" without CUDA: the one error
 

@@ -50,8 +50,17 @@ class TrainingState:
     tracker: Tracker = field(default_factory=NullTracker)  # Weights & Biases with --wandb (rank 0)
 
     @classmethod
-    def start(cls, config: TrainConfig, run_dir: Path, data: RunData, weights: ClassWeights | None, *,
-              device: torch.device, group: Dist, report: Reporter) -> TrainingState:  # fmt: skip
+    def start(
+        cls,
+        config: TrainConfig,
+        run_dir: Path,
+        data: RunData,
+        weights: ClassWeights | None,
+        *,
+        device: torch.device,
+        group: Dist,
+        report: Reporter,
+    ) -> TrainingState:
         """A new model, its focal loss and optimiser, and the learning-rate and beta schedules over the run.
 
         Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``
@@ -62,25 +71,49 @@ class TrainingState:
         optimizer = make_optimizer(model.parameters(), config.lr)
         steps = max(1, config.planned_epochs * _steps_per_epoch(config, data, group))
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=config.min_lr)
-        schedule = BetaSchedule(config.beta_schedule, config.beta_max, config.beta_warmup_epochs,
-                                config.beta_ramp_epochs, config.beta_cycle_epochs)  # fmt: skip
+        schedule = BetaSchedule(
+            config.beta_schedule,
+            config.beta_max,
+            config.beta_warmup_epochs,
+            config.beta_ramp_epochs,
+            config.beta_cycle_epochs,
+        )
         net: torch.nn.Module = model
         if group.enabled:
-            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)  # fmt: skip
+            net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
             torch.manual_seed(config.seed + 1000 * group.rank)
-        return cls(config, run_dir, model, net, loss_fn, optimizer, scheduler, schedule,
-                   loader_rng=torch.Generator().manual_seed(config.seed), device=device, group=group, report=report,
-                   weights=weights, data_fingerprint=data.fingerprint,
-                   first_bad_step=torch.tensor(-1, device=device))  # fmt: skip
+        return cls(
+            config,
+            run_dir,
+            model,
+            net,
+            loss_fn,
+            optimizer,
+            scheduler,
+            schedule,
+            loader_rng=torch.Generator().manual_seed(config.seed),
+            device=device,
+            group=group,
+            report=report,
+            weights=weights,
+            data_fingerprint=data.fingerprint,
+            first_bad_step=torch.tensor(-1, device=device),
+        )
 
     def check_finite(self, loss: torch.Tensor | None = None) -> None:
         """Stop, before anything is logged or saved, if a loss or gradient has gone non-finite."""
         first = int(self.first_bad_step)
         if first >= 0:
-            raise ArcvaeError(f"the loss or its gradients became non-finite (NaN or inf) at step {first}; "
-                              "stopping without saving a checkpoint (try a lower --lr)")  # fmt: skip
+            raise ArcvaeError(
+                f"the loss or its gradients became non-finite (NaN or inf) at step {first}; "
+                "stopping without saving a checkpoint (try a lower --lr)"
+            )
         if loss is not None and not math.isfinite(float(loss)):
-            raise ArcvaeError(f"the loss became {float(loss)} at step {self.step}; stopping without saving a checkpoint (try a lower --lr)")  # fmt: skip
+            raise ArcvaeError(
+                f"the loss became {float(loss)} at step {self.step}; stopping without saving a checkpoint (try a lower --lr)"
+            )
 
     def record(self, record: dict[str, Any]) -> None:
         """Write ``record`` to metrics.jsonl and the tracker (rank 0 alone has them)."""

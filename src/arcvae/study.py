@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import TrainConfig
 from .errors import ArcvaeError
 
 BASE_ARMS = ("none", "batch", "full")
@@ -78,7 +79,10 @@ def summarise_run(arm: str, seed: int, run_dir: Path) -> RunSummary:
     evals = [r for r in records if r.get("type") == "step" and "eval_pixel_accuracy" in r]
     final = result.get("final") or {}
     present = [a for a in final.get("per_class_accuracy") or [] if a is not None]
-    black = [(r.get("eval_per_class_accuracy") or [None])[0] == 1.0 and r.get("eval_foreground_accuracy") == 0.0 for r in evals]
+    black = [
+        (r.get("eval_per_class_accuracy") or [None])[0] == 1.0 and r.get("eval_foreground_accuracy") == 0.0
+        for r in evals
+    ]
     return RunSummary(
         arm=arm,
         seed=seed,
@@ -95,7 +99,10 @@ def summarise_run(arm: str, seed: int, run_dir: Path) -> RunSummary:
     )
 
 
-def _one_run(task: tuple[str, int, str, int, str, bool]) -> RunSummary:
+Task = tuple[str, int, str, int, str, bool]  # arm, seed, corpus, epochs, study folder, --wandb
+
+
+def _one_run(task: Task) -> RunSummary:
     """Train one arm with one seed (in a worker process) and summarise it."""
     arm, seed, data, epochs, out, wandb = task
     import io
@@ -103,15 +110,22 @@ def _one_run(task: tuple[str, int, str, int, str, bool]) -> RunSummary:
     import torch
     from rich.console import Console
 
-    from .config import TrainConfig
     from .report import Reporter
     from .trainer import train
 
     torch.set_num_threads(1)  # the runs share the cores
     run_dir = Path(out) / "runs" / f"{arm.replace(':', '-')}-seed{seed}"
     # the schedules of a default `arcvae train --overfit-batch` run (50 epochs), stopped after `epochs`
-    config = TrainConfig(data=data, out=str(run_dir), overfit_batch=True, max_epochs=epochs, seed=seed, device="cpu", wandb=wandb,
-                         **arm_config(arm))  # fmt: skip
+    config = TrainConfig(
+        data=data,
+        out=str(run_dir),
+        overfit_batch=True,
+        max_epochs=epochs,
+        seed=seed,
+        device="cpu",
+        wandb=wandb,
+        **arm_config(arm),
+    )
     train(config, Reporter(Console(file=io.StringIO(), width=120)))
     return summarise_run(arm, seed, run_dir)
 
@@ -130,7 +144,9 @@ def summarise_arm(runs: Sequence[RunSummary], target: float) -> dict[str, Any]:
         "median_epochs_to_target": median([float(r.epochs) for r in reached]),
         "median_pixel_accuracy": median([r.pixel_accuracy for r in runs]),
         "median_foreground_accuracy": median([r.final_foreground_accuracy for r in runs]),
-        "min_class_accuracy": min((r.min_class_accuracy for r in runs if r.min_class_accuracy is not None), default=None),
+        "min_class_accuracy": min(
+            (r.min_class_accuracy for r in runs if r.min_class_accuracy is not None), default=None
+        ),
         "collapsed": sum(r.collapsed for r in runs),
         "ended_black": sum(r.ended_black for r in runs),
         "target_accuracy": target,
@@ -163,30 +179,9 @@ def run_study(
     tasks = [(arm, seed, str(data), epochs, str(out), wandb) for seed in seeds for arm in arms]
     workers = max(1, min(jobs or (os.cpu_count() or 1), len(tasks)))
     started = time.time()
-    runs: list[RunSummary] = []
-    if workers == 1:
-        for task in tasks:
-            runs.append(_one_run(task))
-            if progress is not None:
-                progress(runs[-1])
-    else:
-        import multiprocessing
-
-        pool = multiprocessing.get_context("spawn").Pool(workers)
-        try:
-            for summary in pool.imap(_one_run, tasks):
-                runs.append(summary)
-                if progress is not None:
-                    progress(summary)
-            pool.close()
-        except BaseException:  # an error, Ctrl-C or SIGTERM: stop the runs in progress and start no other
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
-    from .config import TrainConfig
-
+    runs = _run_all(tasks, workers, progress or (lambda run: None))
     target = TrainConfig().target_accuracy
+    by_arm = {arm: [r for r in runs if r.arm == arm] for arm in arms}
     record = {
         "version": STUDY_VERSION,
         "data": str(data),
@@ -195,17 +190,49 @@ def run_study(
         "target_accuracy": target,
         "seconds": round(time.time() - started, 1),
         "jobs": workers,
-        "arms": {arm: {"summary": summarise_arm([r for r in runs if r.arm == arm], target),
-                       "runs": [asdict(r) for r in runs if r.arm == arm]} for arm in arms},  # fmt: skip
+        "arms": {
+            arm: {"summary": summarise_arm(of_arm, target), "runs": [asdict(r) for r in of_arm]}
+            for arm, of_arm in by_arm.items()
+        },
     }
+    write_study(record, runs, out)
+    return record
+
+
+def _run_all(tasks: list[Task], workers: int, progress: Callable[[RunSummary], None]) -> list[RunSummary]:
+    """Every run, one after the other or in ``workers`` processes; ``progress`` after each."""
+    if workers == 1:
+        return [_reported(_one_run(task), progress) for task in tasks]
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(workers)
+    try:
+        runs = [_reported(summary, progress) for summary in pool.imap(_one_run, tasks)]
+        pool.close()
+        return runs
+    except BaseException:  # an error, Ctrl-C or SIGTERM: stop the runs in progress and start no other
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _reported(run: RunSummary, progress: Callable[[RunSummary], None]) -> RunSummary:
+    progress(run)
+    return run
+
+
+def write_study(record: dict[str, Any], runs: Sequence[RunSummary], out: Path) -> None:
+    """``study.json`` (the record) and ``study.png`` (foreground accuracy against step, one line per run) in ``out``."""
     import classweights
 
     from .plots import save_study_plot
 
     classweights.atomic_write_bytes(out / "study.json", (json.dumps(record, indent=2, allow_nan=False) + "\n").encode())
-    save_study_plot([{"arm": r.arm, "seed": r.seed, "steps": r.steps, "foreground_accuracy": r.foreground_accuracy} for r in runs],
-                    out / "study.png")  # fmt: skip
-    return record
+    lines = [
+        {"arm": r.arm, "seed": r.seed, "steps": r.steps, "foreground_accuracy": r.foreground_accuracy} for r in runs
+    ]
+    save_study_plot(lines, out / "study.png")
 
 
 def format_value(value: float | None, pct: bool = True) -> str:

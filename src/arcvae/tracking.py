@@ -216,8 +216,10 @@ def open_tracker(
             reinit=_finish_previous(getattr(wandb, "__version__", "")),
         )
     except Exception as exc:
-        raise ArcvaeError(f"--wandb: wandb could not start a run ({_one_line(exc)}); "
-                          "log in with 'wandb login', or set WANDB_MODE=offline to log locally") from exc  # fmt: skip
+        raise ArcvaeError(
+            f"--wandb: wandb could not start a run ({_one_line(exc)}); "
+            "log in with 'wandb login', or set WANDB_MODE=offline to log locally"
+        ) from exc
     return WandbTracker(run, warn)
 
 

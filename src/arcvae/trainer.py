@@ -31,8 +31,9 @@ from .weight_cache import ClassWeights, save_weights_record
 from .weights import run_weights
 
 
-def train(config: TrainConfig, report: Reporter | None = None, *, resume: str | Path | None = None,
-          device: str | None = None) -> RunResult:  # fmt: skip
+def train(
+    config: TrainConfig, report: Reporter | None = None, *, resume: str | Path | None = None, device: str | None = None
+) -> RunResult:
     """Run one training job; see :class:`TrainConfig` for every option.
 
     With ``resume`` (a run folder), the configuration and state come from its
@@ -43,19 +44,21 @@ def train(config: TrainConfig, report: Reporter | None = None, *, resume: str | 
     group, device_used = runtime.start(config.device)  # under torchrun: join the process group
     report = (report or Reporter()) if group.is_main else Reporter(Console(quiet=True))  # rank 0 alone prints
     if checkpoint is not None and checkpoint["finished"]:
-        report.print(f"[RESUME] {resume} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do.")  # fmt: skip
+        report.print(
+            f"[RESUME] {resume} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do."
+        )
         return RunResult.of_checkpoint(Path(resume), checkpoint)  # type: ignore[arg-type]
     with contextlib.ExitStack() as claims:  # the run folder is this run's alone from its claim to the end
         run_dir = _run_dir(config, resume, checkpoint, group, report, claims)
         runtime.seed_everything(config.seed)
 
-        # -- data
+        # data
         report.section("Loading data...")
         data = load_run_data(config, report, group, device_used)
         config.data = str(data.path)
         report.data(config, data, group, device_used)
 
-        # -- class weights, from the full training split (also in overfit mode); a resumed run keeps its own
+        # class weights, from the full training split (also in overfit mode); a resumed run keeps its own
         report.weights_started(config, data.path, resumed=checkpoint is not None)
         progress = report.counting_progress(len(data.train.grids))
         weights = run_weights(config, data, checkpoint=checkpoint, progress=progress, group=group)
@@ -64,7 +67,7 @@ def train(config: TrainConfig, report: Reporter | None = None, *, resume: str | 
         if checkpoint is not None:
             check_same_data(run_dir, checkpoint, data.path, data.fingerprint)
 
-        # -- the run folder: claimed and written (by rank 0) only once data and weights are known to be good
+        # the run folder: claimed and written (by rank 0) only once data and weights are known to be good
         if config.out is not None:
             config.out = str(run_dir.resolve())
         if checkpoint is None:
@@ -72,19 +75,21 @@ def train(config: TrainConfig, report: Reporter | None = None, *, resume: str | 
         if group.is_main:
             _write_start(run_dir, config, None if checkpoint is not None else weights, report)
 
-        # -- model
+        # model
         report.section("Creating model...")
         state = TrainingState.start(config, run_dir, data, weights, device=device_used, group=group, report=report)
         report.model(config, weights, parameters=count_parameters(state.model), device=device_used)
         start_epoch = 0 if checkpoint is None else restore_state(state, checkpoint)
 
-        # -- the loop
+        # the loop
         result = train_epochs(state, data, start_epoch)
 
-        # -- results
+        # results
         if group.enabled:
-            group.check_identical(torch.cat([p.detach().reshape(-1) for p in state.model.parameters()]), "model parameters")  # fmt: skip
-            report.print(f"[DDP] Class weights and final model parameters are identical on all {group.world} processes")  # fmt: skip
+            group.check_identical(
+                torch.cat([p.detach().reshape(-1) for p in state.model.parameters()]), "model parameters"
+            )
+            report.print(f"[DDP] Class weights and final model parameters are identical on all {group.world} processes")
         if group.is_main:
             record = result.record(overfit=config.overfit_batch)
             write_json(run_dir / "result.json", record)
@@ -94,8 +99,9 @@ def train(config: TrainConfig, report: Reporter | None = None, *, resume: str | 
     return dataclasses.replace(result, model=state.model, class_weights=None if weights is None else weights.weights)
 
 
-def _starting_point(config: TrainConfig, resume: str | Path | None,
-                    device: str | None) -> tuple[TrainConfig, dict[str, Any] | None]:  # fmt: skip
+def _starting_point(
+    config: TrainConfig, resume: str | Path | None, device: str | None
+) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The run's configuration and, with ``resume``, the checkpoint it continues from (whose options apply)."""
     if resume is None:
         return dataclasses.replace(config), None  # resolved paths are written into this copy, not the caller's
@@ -106,8 +112,14 @@ def _starting_point(config: TrainConfig, resume: str | Path | None,
     return config, checkpoint
 
 
-def _run_dir(config: TrainConfig, resume: str | Path | None, checkpoint: dict[str, Any] | None, group: Dist,
-             report: Reporter, claims: contextlib.ExitStack) -> Path:  # fmt: skip
+def _run_dir(
+    config: TrainConfig,
+    resume: str | Path | None,
+    checkpoint: dict[str, Any] | None,
+    group: Dist,
+    report: Reporter,
+    claims: contextlib.ExitStack,
+) -> Path:
     """The run folder: a resumed run's own, claimed at once; or a new one, checked now and claimed later."""
     if checkpoint is not None:
         run_dir = Path(resume)  # type: ignore[arg-type]

@@ -61,9 +61,16 @@ class WeightSpec:
 
     def fingerprint(self, data_digest: str, key: str | None) -> str:
         """sha256 over the labels' digest, the split they are (``key``) and every parameter of the weights."""
-        header = {"format_version": FORMAT_VERSION, "data": data_digest, "key": key, "num_classes": self.num_classes,
-                  "method": self.method, "smooth": float(self.smooth), "normalize": bool(self.normalize),
-                  "ignore_index": self.ignore_index}  # fmt: skip
+        header = {
+            "format_version": FORMAT_VERSION,
+            "data": data_digest,
+            "key": key,
+            "num_classes": self.num_classes,
+            "method": self.method,
+            "smooth": float(self.smooth),
+            "normalize": bool(self.normalize),
+            "ignore_index": self.ignore_index,
+        }
         return hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()
 
     def weigh(self, counts: torch.Tensor) -> torch.Tensor:
@@ -109,7 +116,7 @@ def save_weights_record(result: ClassWeights, path: str | os.PathLike[str], **ex
     )
 
 
-# ---------------------------------------------------------------- data files ----
+# -------------------------------------------------------------- data files ----
 
 
 @dataclass(frozen=True)
@@ -178,7 +185,9 @@ class DigestNotes:
         try:
             note = json.loads(classweights.read_small_file(path, max_bytes=MAX_NOTE_BYTES, follow_symlinks=False))
             fields, noted_key, digest = note["stamp"], note["key"], note["digest"]
-            if not (isinstance(fields, list) and (noted_key is None or isinstance(noted_key, str)) and _is_digest(digest)):
+            if not (
+                isinstance(fields, list) and (noted_key is None or isinstance(noted_key, str)) and _is_digest(digest)
+            ):
                 raise ValueError("unexpected fields")
         except (classweights.ClassWeightError, RecursionError, ValueError, KeyError, TypeError) as exc:
             warn(f"ignoring the damaged digest note {path} ({_reason(exc)}); the labels are hashed again")
@@ -205,7 +214,7 @@ def _is_digest(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-# ---------------------------------------------------------------- the folder ----
+# -------------------------------------------------------------- the folder ----
 
 
 @dataclass(frozen=True)
@@ -244,7 +253,9 @@ class WeightCache:
         """Where the weights of ``fingerprint`` are cached."""
         return None if self.folder is None else self.folder / "weights" / f"{fingerprint[:32]}.json"
 
-    def load(self, spec: WeightSpec, *, fingerprint: str, data_digest: str, group: Dist = SINGLE) -> ClassWeights | None:
+    def load(
+        self, spec: WeightSpec, *, fingerprint: str, data_digest: str, group: Dist = SINGLE
+    ) -> ClassWeights | None:
         """The cached weights of ``fingerprint``, if an intact entry holds them; a damaged one is reported and ignored."""
         path = self.entry(fingerprint)
         cached = None
@@ -255,8 +266,9 @@ class WeightCache:
                 self.warn(f"ignoring the damaged cached weights at {path} ({_reason(exc)}); recomputing")
         return group.broadcast(cached)
 
-    def store(self, result: ClassWeights, *, source: str, key: str | None, stamp: FileStamp | None,
-              note: bool) -> ClassWeights:  # fmt: skip
+    def store(
+        self, result: ClassWeights, *, source: str, key: str | None, stamp: FileStamp | None, note: bool
+    ) -> ClassWeights:
         """Cache ``result`` in its entry (and, with ``note``, its digest for the file ``stamp`` describes).
 
         Returns ``result``, without its ``cache_path`` if the folder could not be written.

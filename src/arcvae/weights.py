@@ -67,15 +67,26 @@ def resolve_class_weights(
             return cached
 
     read_key = {"key": key} if isinstance(labels, (str, os.PathLike)) and key is not None else {}
-    stats, weights = count_and_weigh(labels, spec.num_classes, spec.method, smooth=spec.smooth, normalize=spec.normalize,
-                                     ignore_index=spec.ignore_index, progress=progress, fingerprint=known is None,
-                                     distributed=group.enabled, **read_key)  # fmt: skip
+    stats, weights = count_and_weigh(
+        labels,
+        spec.num_classes,
+        spec.method,
+        smooth=spec.smooth,
+        normalize=spec.normalize,
+        ignore_index=spec.ignore_index,
+        progress=progress,
+        fingerprint=known is None,
+        distributed=group.enabled,
+        **read_key,
+    )
     group.check_identical(weights, "class weights")
     if stats.source_identity is not None and stamp is not None and stats.source_identity != stamp.identity:
         # The path led to another file by the time it was read (replaced, or a link re-pointed): the note
         # looked up for the stamp says nothing about what was counted, and no note may be written for it.
         if known is not None:
-            raise classweights.ClassWeightError(f"{source!r} was replaced while it was being read; run the command again")
+            raise classweights.ClassWeightError(
+                f"{source!r} was replaced while it was being read; run the command again"
+            )
         stamp = None
     digest = known or stats.fingerprint
     assert digest is not None
@@ -111,9 +122,16 @@ def run_weights(
         return _checkpoint_weights(checkpoint, spec)
     if config.weights_from == "batch":
         return _batch_weights(data, spec, group)
-    return resolve_class_weights(data.train.stored, spec, key="train", cache=data.cache, source=str(data.path),
-                                 stamp=data.stamp(data.train), progress=None if group.enabled else progress,
-                                 group=group)  # fmt: skip
+    return resolve_class_weights(
+        data.train.stored,
+        spec,
+        key="train",
+        cache=data.cache,
+        source=str(data.path),
+        stamp=data.stamp(data.train),
+        progress=None if group.enabled else progress,
+        group=group,
+    )
 
 
 def _checkpoint_weights(checkpoint: dict[str, Any], spec: WeightSpec) -> ClassWeights:
@@ -121,8 +139,9 @@ def _checkpoint_weights(checkpoint: dict[str, Any], spec: WeightSpec) -> ClassWe
     if values is None or checkpoint["weights_fingerprint"] is None:
         raise ArcvaeError("cannot resume: the checkpoint holds no class weights, but the run uses them")
     data_digest = str(checkpoint["data_fingerprint"].get("train"))
-    return ClassWeights(values.to(torch.float32), None, spec, 0, checkpoint["weights_fingerprint"], data_digest,
-                        origin="checkpoint")  # fmt: skip
+    return ClassWeights(
+        values.to(torch.float32), None, spec, 0, checkpoint["weights_fingerprint"], data_digest, origin="checkpoint"
+    )
 
 
 def _batch_weights(data: RunData, spec: WeightSpec, group: Dist) -> ClassWeights:

@@ -18,27 +18,28 @@ Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing file
 
 
 def _write(kind: str, out: Path, num_images: int, seed: int, force: bool) -> None:
-    from ..console import default_console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .. import data
-
+    from ..console import default_console
+    from ..data import arc_corpus, generate_corpus, save_corpus
     from ..outputs import check_output_file
 
     check_output_file(out, force=force, suffix=".npz")
-    make = data.generate_corpus if kind == "synthetic" else data.arc_corpus
+    make = generate_corpus if kind == "synthetic" else arc_corpus
     console = default_console()
-    with Progress(TextColumn(f"Making {kind} grids"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn(f"Making {kind} grids"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
         task = bar.add_task("make", total=num_images)
         splits = make(num_images, seed=seed, progress=lambda done, total: bar.update(task, completed=done, total=total))
-    data.save_corpus(splits, out)
+    save_corpus(splits, out)
     _summary(console, out, splits)
 
 
 def _summary(console, path: Path, splits) -> None:  # type: ignore[no-untyped-def]
     import numpy as np
 
-    sizes = ", ".join(f"{k} {len(v):,}" for k, v in splits.items())
+    sizes = ", ".join(f"{name} {len(grids):,}" for name, grids in splits.items())
     train = splits["train"]
     black = float(np.count_nonzero(train == 0)) / train.size
     console.print(f"[DATA] {path}: {sizes} grids of 16x16; train is {black:.2%} black (colour 0)")
@@ -63,18 +64,18 @@ def arc(out: OutOption, num_images: NumImages = 100_000, seed: Seed = 42, force:
 def info(path: Annotated[Path, typer.Argument(help="A corpus .npz file.", show_default=False)]) -> None:
     """Validate a corpus and print its splits and colour shares."""
     import numpy as np
-    from ..console import default_console
     from rich.table import Table
 
-    from .. import data
+    from ..console import default_console
+    from ..data import NUM_COLORS, load_corpus
 
-    splits = data.load_corpus(path)
+    splits = load_corpus(path)
     table = Table(title=f"{path}", title_justify="left")
     table.add_column("split")
     table.add_column("grids", justify="right")
-    for c in range(data.NUM_COLORS):
-        table.add_column(str(c), justify="right")
+    for colour in range(NUM_COLORS):
+        table.add_column(str(colour), justify="right")
     for name, grids in splits.items():
-        shares = np.bincount(grids.reshape(-1), minlength=data.NUM_COLORS) / grids.size
-        table.add_row(name, f"{len(grids):,}", *(f"{s:.1%}" for s in shares))
+        shares = np.bincount(grids.reshape(-1), minlength=NUM_COLORS) / grids.size
+        table.add_row(name, f"{len(grids):,}", *(f"{share:.1%}" for share in shares))
     default_console().print(table)

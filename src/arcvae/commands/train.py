@@ -15,9 +15,7 @@ import typer
 from ..config import Option, TrainConfig, command_line_options
 from ._common import user_errors
 
-RESUME_HELP = (
-    "Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too)."
-)
+RESUME_HELP = "Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too)."
 
 
 @user_errors
@@ -26,7 +24,11 @@ def train_command(ctx: typer.Context, resume: Path | None, **given: Any) -> None
     from ..trainer import train
 
     if resume is not None:
-        changed = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "device") and _on_command_line(ctx, p.name)]  # fmt: skip
+        changed = [
+            p.opts[0]
+            for p in ctx.command.params
+            if p.name not in ("resume", "device") and _on_command_line(ctx, p.name)
+        ]
         if changed:
             raise typer.BadParameter(
                 f"it continues a run with its saved options; these cannot be changed: {', '.join(changed)}",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..errors import ArcvaeError
-from .grids import BLOCK_SIZE, GRID, NUM_COLORS, SPLITS, check_count, split_sizes
+from .grids import BLOCK_SIZE, DEFAULT_NUM_IMAGES, DEFAULT_SEED, GRID, NUM_COLORS, SPLITS, check_count, split_sizes
 
 # Largest side of an ARC-AGI grid.
 ARC_MAX_SIDE = 30
@@ -192,9 +192,9 @@ def sample_splits(
 
 
 def arc_corpus(
-    num_images: int = 100_000,
+    num_images: int = DEFAULT_NUM_IMAGES,
     *,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Build a corpus of 16x16 grids from real ARC-AGI grids, cropped, padded and augmented.
@@ -232,4 +232,3 @@ def arc_corpus(
     check_count(num_images, seed)
     sources, heights, widths, tasks = arc_sources()
     return sample_splits(sources, heights, widths, tasks, num_images, seed, progress)
-

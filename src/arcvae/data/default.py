@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .files import save_corpus
+from .grids import DEFAULT_NUM_IMAGES, DEFAULT_SEED
 from .synthetic import generate_corpus
 
-DEFAULT_NUM_IMAGES = 100_000
-DEFAULT_SEED = 42
 CORPUS_FORMAT_VERSION = 1  # part of the file name: a new generator never reuses an old file
 
 
@@ -74,7 +73,10 @@ def resolve_data_path(data: str | None, report: Narrator) -> tuple[Path, Path | 
         splits = generate_corpus(DEFAULT_NUM_IMAGES, seed=DEFAULT_SEED, progress=advance)
     try:
         save_corpus(splits, path)
-    except (OSError, classweights.ClassWeightError) as exc:  # a cache that cannot be written costs a warning, not the run
+    except (
+        OSError,
+        classweights.ClassWeightError,
+    ) as exc:  # a cache that cannot be written costs a warning, not the run
         fallback = Path(tempfile.mkdtemp(prefix="arcvae-corpus-")) / path.name
         reason = getattr(exc, "strerror", None) or exc
         report.warn(

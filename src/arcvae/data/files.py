@@ -136,4 +136,3 @@ def load_corpus(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         ArcvaeError: as :func:`load_split`, for the first split that fails.
     """
     return _load_keys(path, SPLITS)
-

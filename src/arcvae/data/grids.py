@@ -19,6 +19,9 @@ VAL_FRACTION = 0.1
 TEST_FRACTION = 0.1
 # Grids generated (or sampled) per block; ``progress`` is called after each block.
 BLOCK_SIZE = 10_000
+# The size and seed of a corpus made without saying (and of the default corpus).
+DEFAULT_NUM_IMAGES = 100_000
+DEFAULT_SEED = 42
 
 
 def check_count(num_images: int, seed: int) -> None:
@@ -87,5 +90,7 @@ def validate_grids(array: np.ndarray, where: str) -> np.ndarray:
         n, row, col = (int(i) for i in np.unravel_index(int(np.argmax(bad)), array.shape))
         value = array[n, row, col]
         value = int(value) if kind in "iu" else float(value)
-        raise ArcvaeError(f"{where} holds value {value} at index [{n}, {row}, {col}]; expected colours 0-{NUM_COLORS - 1}")
+        raise ArcvaeError(
+            f"{where} holds value {value} at index [{n}, {row}, {col}]; expected colours 0-{NUM_COLORS - 1}"
+        )
     return array.astype(np.uint8, copy=False)

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .grids import BLOCK_SIZE, GRID, NUM_COLORS, check_count, split
+from .grids import BLOCK_SIZE, DEFAULT_NUM_IMAGES, DEFAULT_SEED, GRID, NUM_COLORS, check_count, split
 
 # Object types and their probabilities.
 OBJECT_TYPES = ("blob", "rectangle", "line", "pattern")
@@ -215,9 +215,9 @@ def _place_objects(canvas: np.ndarray, rows: np.ndarray, templates: _Templates, 
 
 
 def generate_corpus(
-    num_images: int = 100_000,
+    num_images: int = DEFAULT_NUM_IMAGES,
     *,
-    seed: int = 42,
+    seed: int = DEFAULT_SEED,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, np.ndarray]:
     """Generate the synthetic corpus of 16x16 grids with 1-4 coloured objects on black.
