@@ -770,7 +770,11 @@ def test_p3_a_cache_entry_is_trusted_only_with_its_checksum_and_consistent_weigh
     assert load_class_weights(cached, require_checksum=True).tolist() == pytest.approx(reference_weights(path))  # replaced
 
 
-def test_sha_helper_is_stable():
-    """The checksum covers the record as compact sorted JSON (documented in docs/api.md)."""
-    record = {"b": 1, "a": [1.5, "x"]}
-    assert classweights.storage._checksum(record) == hashlib.sha256(b'{"a":[1.5,"x"],"b":1}').hexdigest()
+def test_the_checksum_covers_the_record_as_compact_sorted_json(tmp_path):
+    """As docs/api.md describes the file: ``sha256`` is the checksum of the rest of the record, as compact JSON with
+    sorted keys, so anyone can check a file without the library."""
+    path = tmp_path / "w.json"
+    save_class_weights([0.5, 1.5], path, method="inverse", counts=[3, 1])
+    record = json.loads(path.read_text())
+    checksum = record.pop("sha256")
+    assert checksum == hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

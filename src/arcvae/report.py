@@ -1,4 +1,4 @@
-"""Console output of a training run, in the layout of the spec's expected output.
+"""Console output of a training run, in the layout docs/cli.md shows ("What a run prints").
 
 The trainer computes, then tells the :class:`Reporter` what to show; nothing
 here decides anything about the run.
@@ -39,7 +39,7 @@ RULE = "─" * 70
 WEIGHTS_SOURCE_LABELS = {
     "full": "full_dataset",
     "batch": "single_batch",
-}  # --weights-from, as the spec's output names it
+}  # --weights-from, as a run's [MODEL] line names it
 
 
 class Reporter:

@@ -145,7 +145,7 @@ def _checkpoint_weights(checkpoint: dict[str, Any], spec: WeightSpec) -> ClassWe
 
 
 def _batch_weights(data: RunData, spec: WeightSpec, group: Dist) -> ClassWeights:
-    """Weights from the overfit batch alone: the spec's counter-example to full-dataset weights (for studies)."""
+    """Weights from the overfit batch alone: the counter-example to full-split weights (docs/study.md)."""
     assert data.batch is not None
     stats, weights = count_and_weigh(data.batch.cpu(), spec.num_classes, spec.method, smooth=spec.smooth)
     data_digest = data.digest(data.train, "train", group)
