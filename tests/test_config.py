@@ -10,7 +10,15 @@ import pytest
 from typer.testing import CliRunner
 
 from arcvae.cli import app
-from arcvae.config import BetaScheduleName, DeviceName, TrainConfig, WeightsFrom, choices, command_line_options
+from arcvae.config import (
+    BetaScheduleName,
+    DeviceName,
+    TrainConfig,
+    WeightsFrom,
+    choices,
+    command_line_options,
+    flag_of,
+)
 from arcvae.errors import ArcvaeError
 
 CLI_DOCS = Path(__file__).parents[1] / "docs" / "cli.md"
@@ -25,13 +33,9 @@ def train_options_table() -> dict[str, str]:
     return {flag: default.strip() for flag, default in rows}
 
 
-def flag(name: str, declaration) -> str:
-    return declaration.flag or f"--{name.replace('_', '-')}"
-
-
 def test_every_option_is_a_field_and_documented_with_its_default():
     table = train_options_table()
-    declared = {flag(spec.name, declaration): (spec, declaration) for spec, declaration, _ in command_line_options()}
+    declared = {flag_of(spec.name, declaration): (spec, declaration) for spec, declaration, _ in command_line_options()}
     assert set(table) == set(declared) | {"--resume"}
     for name, (spec, declaration) in declared.items():
         if declaration.path:
@@ -43,7 +47,7 @@ def test_every_option_is_a_field_and_documented_with_its_default():
 def test_the_command_offers_exactly_the_declared_options():
     result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     offered = set(re.findall(r"(--[a-z][a-z-]+)", result.stdout)) - {"--help", "--target-accuracy", "--beta-max"}
-    declared = {flag(spec.name, declaration) for spec, declaration, _ in command_line_options()} | {"--resume"}
+    declared = {flag_of(spec.name, declaration) for spec, declaration, _ in command_line_options()} | {"--resume"}
     assert declared - {"--target-accuracy", "--beta-max"} == offered  # those two are also named inside help texts
 
 

@@ -38,7 +38,7 @@ class Option:
     low: float | None = None  # smallest value of a number
     high: float | None = None  # largest value of a number
     low_open: bool = False  # ``low`` itself is refused (``lr > 0``); the command line still shows ``x>=low``
-    flag: str | None = None  # a boolean's flag, when it turns a default of True off (``--no-class-weights``)
+    flag: str | None = None  # a boolean's flag when it turns a default of True off (``--no-class-weights``)
     path: bool = False  # a file or folder: ``<path>`` on the command line, a string in the config
     command_line: bool = True  # False: a fixed setting, with no option of ``arcvae train``
 
@@ -176,6 +176,11 @@ def command_line_options() -> list[tuple[Field[Any], Option, Any]]:
     types = _field_types()
     declared = [(spec, spec.metadata["option"], types[spec.name]) for spec in fields(TrainConfig)]
     return [(spec, declaration, kind) for spec, declaration, kind in declared if declaration.command_line]
+
+
+def flag_of(name: str, declaration: Option) -> str:
+    """The command-line name of the field ``name``: ``--batch-size``, or its declared flag (``--no-class-weights``)."""
+    return declaration.flag or f"--{name.replace('_', '-')}"
 
 
 def choices(kind: Any) -> tuple[str, ...]:

@@ -36,20 +36,16 @@ if TYPE_CHECKING:
     from .weight_cache import ClassWeights
 
 RULE = "─" * 70
-WEIGHTS_SOURCE_LABELS = {
-    "full": "full_dataset",
-    "batch": "single_batch",
-}  # --weights-from, as a run's [MODEL] line names it
+# --weights-from, as a run's [MODEL] line names it
+WEIGHTS_SOURCE_LABELS = {"full": "full_dataset", "batch": "single_batch"}
 
 
-class Reporter:
-    """Prints what the trainer tells it; owns the Rich console and progress bars."""
+class Printer:
+    """Lines, sections, warnings and progress bars on one Rich console (bars and lines never tear each other)."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or default_console()
         self._progress: Progress | None = None
-
-    # -------------------------------------------------------------- basics ----
 
     def print(self, text: str = "", *, style: str | None = None) -> None:
         """Print ``text`` literally (a path holding ``[/]`` is not markup), in ``style``."""
@@ -64,6 +60,33 @@ class Reporter:
 
     def warn(self, text: str) -> None:
         self.print(f"[WARNING] {text}", style="yellow")
+
+    def per_class(self, per_class: list[float | None], *, prefix: str = "  Per-class accuracy") -> None:
+        self.print(f"{prefix}: {format_per_class(per_class)}")
+
+    @contextmanager
+    def epoch_bar(self, description: str, total: int) -> Iterator[EpochBar]:
+        progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}", markup=False),
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,  # a redraw costs CPU that the training step needs
+        )
+        self._progress = progress
+        try:
+            with progress:
+                yield EpochBar(progress, progress.add_task(description, total=total, stats=""))
+        finally:
+            self._progress = None
+
+
+class Reporter(Printer):
+    """What a training run shows, block by block, in the order it happens."""
 
     # ------------------------------------------------------------ the data ----
 
@@ -180,12 +203,11 @@ class Reporter:
         self.print("  Note: Using global weights (not batch weights) for better statistical significance")
 
     def class_weight_analysis(self, method: str, source: str, weights: Sequence[float]) -> None:
-        low, high = min(weights), max(weights)
         self.section("Class Weight Analysis")
         self.print(f"  Method: {method}")
         self.print(f"  Source: {source}")
-        self.print(f"  Weight range: {low:.4f} - {high:.4f}")
-        self.print(f"  Weight ratio (max/min): {high / low:.2f}x")
+        self.print(f"  Weight range: {min(weights):.4f} - {max(weights):.4f}")
+        self.print(f"  Weight ratio (max/min): {_ratio(weights):.2f}x")
         self.print()
         self.print("Class weights:")
         for color, weight in enumerate(weights):
@@ -241,37 +263,12 @@ class Reporter:
         )
         self.print(f"[RUN] {run_dir}")
 
-    def per_class(self, per_class: list[float | None], *, prefix: str = "  Per-class accuracy") -> None:
-        self.print(f"{prefix}: {format_per_class(per_class)}")
-
-    # ------------------------------------------------------------ progress ----
-
-    @contextmanager
-    def epoch_bar(self, description: str, total: int) -> Iterator[EpochBar]:
-        progress = Progress(
-            TextColumn("{task.description}", markup=False),
-            BarColumn(bar_width=20),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}", markup=False),
-            console=self.console,
-            transient=False,
-            refresh_per_second=4,  # a redraw costs CPU that the training step needs
-        )
-        self._progress = progress
-        try:
-            with progress:
-                yield EpochBar(progress, progress.add_task(description, total=total, stats=""))
-        finally:
-            self._progress = None
-
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
-def _ratio(weights: list[float]) -> float:
+def _ratio(weights: Sequence[float]) -> float:
     """Largest weight over the smallest non-zero one."""
     positive = [w for w in weights if w > 0]
     return max(positive) / min(positive)

@@ -28,6 +28,8 @@ from .weight_cache import ClassWeights
 
 @dataclass
 class TrainingState:
+    """One run's model and optimiser, its schedules, where it logs, and its counters (a checkpoint saves them)."""
+
     config: TrainConfig
     run_dir: Path
     model: BetaVAE
@@ -85,14 +87,14 @@ class TrainingState:
             )
             torch.manual_seed(config.seed + 1000 * group.rank)
         return cls(
-            config,
-            run_dir,
-            model,
-            net,
-            loss_fn,
-            optimizer,
-            scheduler,
-            schedule,
+            config=config,
+            run_dir=run_dir,
+            model=model,
+            net=net,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            schedule=schedule,
             loader_rng=torch.Generator().manual_seed(config.seed),
             device=device,
             group=group,

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..config import Option, TrainConfig, command_line_options
+from ..config import Option, TrainConfig, command_line_options, flag_of
 from ._common import user_errors
 
 RESUME_HELP = "Continue the run in this folder from its last checkpoint; its saved options apply (only --device may be given too)."
@@ -36,7 +36,7 @@ def train_command(ctx: typer.Context, resume: Path | None, **given: Any) -> None
             )
         train(TrainConfig(), resume=resume, device=given["device"] if _on_command_line(ctx, "device") else None)
         return
-    config = TrainConfig(**{name: value for name, value in _config_values(given)})
+    config = TrainConfig(**_config_values(given))
     if config.wandb:
         from ..tracking import require_wandb
 
@@ -48,29 +48,30 @@ def train_command(ctx: typer.Context, resume: Path | None, **given: Any) -> None
     train(config)
 
 
-def _config_values(given: dict[str, Any]) -> list[tuple[str, Any]]:
+def _config_values(given: dict[str, Any]) -> dict[str, Any]:
     """The ``TrainConfig`` fields from the command's parameters: paths as strings, a ``--no-...`` flag turned over."""
-    values = []
+    values = {}
     for spec, declaration, _ in command_line_options():
         value = given[_parameter_name(spec.name, declaration)]
         if declaration.flag is not None:
             value = not value
         elif declaration.path and value is not None:
             value = str(value)
-        values.append((spec.name, value))
+        values[spec.name] = value
     return values
 
 
 def _parameter_name(name: str, declaration: Option) -> str:
-    return declaration.flag.lstrip("-").replace("-", "_") if declaration.flag else name
+    """The Python name of the field's parameter: the field's, or its flag's (``no_class_weights``)."""
+    return flag_of(name, declaration).removeprefix("--").replace("-", "_")
 
 
 def _parameter(name: str, declaration: Option, kind: Any, default: Any) -> inspect.Parameter:
     """The Typer parameter of one ``TrainConfig`` field."""
     settings: dict[str, Any] = {"help": declaration.help.replace("[", "\\[")}  # Typer reads help as Rich markup
     if kind is bool:  # a flag alone: --overfit-batch (no --no-overfit-batch), --no-class-weights
-        flag = declaration.flag or f"--{name.replace('_', '-')}"
-        return _keyword(_parameter_name(name, declaration), Annotated[bool, typer.Option(flag, **settings)], False)
+        flag = typer.Option(flag_of(name, declaration), **settings)
+        return _keyword(_parameter_name(name, declaration), Annotated[bool, flag], False)
     if declaration.path:
         kind, settings["show_default"] = Path | None, False
     if declaration.low is not None:
