@@ -41,7 +41,7 @@ class Dist:
         return self.rank == 0
 
     def shard(self, n: int) -> slice:
-        """This rank's contiguous part of ``n`` items (the same split as ``classweights``)."""
+        """This rank's contiguous part of ``n`` items; the parts of the ranks differ in size by one at most."""
         return slice(n * self.rank // self.world, n * (self.rank + 1) // self.world)
 
     # --------------------------------------------------------- collectives ----

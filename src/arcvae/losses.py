@@ -12,7 +12,7 @@ from torch import nn
 
 from classweights import ClassWeightError, validate_weights
 
-from .config import BetaScheduleName, choices
+from .config import BetaScheduleName, TrainConfig, choices
 from .errors import ArcvaeError
 
 Reduction = Literal["mean", "sum", "none"]
@@ -142,11 +142,12 @@ class BetaSchedule:
         [0.0, 0.0, 0.5, 1.0]
     """
 
-    kind: BetaScheduleName = "linear_warmup"
-    beta_max: float = 1.0
-    warmup_epochs: float = 10.0
-    ramp_epochs: float = 10.0
-    cycle_epochs: float = 10.0
+    # the defaults of `arcvae train`'s options
+    kind: BetaScheduleName = TrainConfig.beta_schedule
+    beta_max: float = TrainConfig.beta_max
+    warmup_epochs: float = TrainConfig.beta_warmup_epochs
+    ramp_epochs: float = TrainConfig.beta_ramp_epochs
+    cycle_epochs: float = TrainConfig.beta_cycle_epochs
 
     def __post_init__(self) -> None:
         names = choices(BetaScheduleName)
