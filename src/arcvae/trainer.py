@@ -40,16 +40,17 @@ def train(
     last checkpoint and training continues where it stopped; ``device``
     overrides the saved device. A finished run is reported, not retrained.
     """
-    config, checkpoint = _starting_point(config, resume, device)
+    resumed = None if resume is None else Path(resume)
+    config, checkpoint = _starting_point(config, resumed, device)
     group, device_used = runtime.start(config.device)  # under torchrun: join the process group
     report = (report or Reporter()) if group.is_main else Reporter(Console(quiet=True))  # rank 0 alone prints
-    if checkpoint is not None and checkpoint["finished"]:
+    if resumed is not None and checkpoint is not None and checkpoint["finished"]:
         report.print(
-            f"[RESUME] {resume} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do."
+            f"[RESUME] {resumed} already finished after epoch {checkpoint['epoch']} (step {checkpoint['step']}); nothing to do."
         )
-        return RunResult.of_checkpoint(Path(resume), checkpoint)  # type: ignore[arg-type]
+        return RunResult.of_checkpoint(resumed, checkpoint)
     with contextlib.ExitStack() as claims:  # the run folder is this run's alone from its claim to the end
-        run_dir = _run_dir(config, resume, checkpoint, group, report, claims)
+        run_dir = _run_dir(config, resumed, checkpoint, group, report, claims)
         runtime.seed_everything(config.seed)
 
         # data
@@ -100,12 +101,12 @@ def train(
 
 
 def _starting_point(
-    config: TrainConfig, resume: str | Path | None, device: str | None
+    config: TrainConfig, resume: Path | None, device: str | None
 ) -> tuple[TrainConfig, dict[str, Any] | None]:
     """The run's configuration and, with ``resume``, the checkpoint it continues from (whose options apply)."""
     if resume is None:
         return dataclasses.replace(config), None  # resolved paths are written into this copy, not the caller's
-    checkpoint = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
+    checkpoint = load_checkpoint(resume / "checkpoints" / "last.pt")
     config = TrainConfig.from_dict(checkpoint["config"])
     if device is not None:
         config.device = device  # type: ignore[assignment]
@@ -114,18 +115,17 @@ def _starting_point(
 
 def _run_dir(
     config: TrainConfig,
-    resume: str | Path | None,
+    resume: Path | None,
     checkpoint: dict[str, Any] | None,
     group: Dist,
     report: Reporter,
     claims: contextlib.ExitStack,
 ) -> Path:
     """The run folder: a resumed run's own, claimed at once; or a new one, checked now and claimed later."""
-    if checkpoint is not None:
-        run_dir = Path(resume)  # type: ignore[arg-type]
-        claims.enter_context(claim_run_dir(run_dir, new=False, group=group))
-        report.print(f"[RESUME] {run_dir}: continuing after epoch {checkpoint['epoch']} (step {checkpoint['step']})")
-        return run_dir
+    if resume is not None and checkpoint is not None:
+        claims.enter_context(claim_run_dir(resume, new=False, group=group))
+        report.print(f"[RESUME] {resume}: continuing after epoch {checkpoint['epoch']} (step {checkpoint['step']})")
+        return resume
     run_dir = Path(group.broadcast(str(new_run_dir(config.out, overfit=config.overfit_batch)) if group.is_main else ""))
     check_fresh(run_dir)
     return run_dir

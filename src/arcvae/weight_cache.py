@@ -302,7 +302,16 @@ def _load_entry(path: Path, spec: WeightSpec, fingerprint: str, data_digest: str
     counts = torch.tensor(meta["counts"], dtype=torch.int64)
     if not torch.allclose(weights, spec.weigh(counts), rtol=1e-6, atol=0.0):
         raise classweights.ClassWeightError(f"its weights do not follow from its counts with method={spec.method!r}")
-    return ClassWeights(weights, counts, spec, num_samples, fingerprint, data_digest, cache_path=path, from_cache=True)
+    return ClassWeights(
+        weights=weights,
+        counts=counts,
+        spec=spec,
+        num_samples=num_samples,
+        fingerprint=fingerprint,
+        data_digest=data_digest,
+        cache_path=path,
+        from_cache=True,
+    )
 
 
 def _reason(exc: BaseException) -> str:

@@ -91,7 +91,15 @@ def resolve_class_weights(
     digest = known or stats.fingerprint
     assert digest is not None
     fingerprint = spec.fingerprint(digest, key)
-    result = ClassWeights(weights, stats.counts, spec, stats.num_images, fingerprint, digest, cache.entry(fingerprint))
+    result = ClassWeights(
+        weights=weights,
+        counts=stats.counts,
+        spec=spec,
+        num_samples=stats.num_images,
+        fingerprint=fingerprint,
+        data_digest=digest,
+        cache_path=cache.entry(fingerprint),
+    )
     if group.is_main:
         result = cache.store(result, source=source, key=key, stamp=stamp, note=known is None)
     return group.broadcast(result) if group.enabled else result
@@ -140,7 +148,13 @@ def _checkpoint_weights(checkpoint: dict[str, Any], spec: WeightSpec) -> ClassWe
         raise ArcvaeError("cannot resume: the checkpoint holds no class weights, but the run uses them")
     data_digest = str(checkpoint["data_fingerprint"].get("train"))
     return ClassWeights(
-        values.to(torch.float32), None, spec, 0, checkpoint["weights_fingerprint"], data_digest, origin="checkpoint"
+        weights=values.to(torch.float32),
+        counts=None,
+        spec=spec,
+        num_samples=0,
+        fingerprint=checkpoint["weights_fingerprint"],
+        data_digest=data_digest,
+        origin="checkpoint",
     )
 
 
@@ -150,7 +164,15 @@ def _batch_weights(data: RunData, spec: WeightSpec, group: Dist) -> ClassWeights
     stats, weights = count_and_weigh(data.batch.cpu(), spec.num_classes, spec.method, smooth=spec.smooth)
     data_digest = data.digest(data.train, "train", group)
     fingerprint = spec.fingerprint(data_digest, key=f"train[:{len(data.batch)}]")
-    return ClassWeights(weights, stats.counts, spec, len(data.batch), fingerprint, data_digest, origin="batch")
+    return ClassWeights(
+        weights=weights,
+        counts=stats.counts,
+        spec=spec,
+        num_samples=len(data.batch),
+        fingerprint=fingerprint,
+        data_digest=data_digest,
+        origin="batch",
+    )
 
 
 def _once(warn: Callable[[str], None]) -> Callable[[str], None]:
