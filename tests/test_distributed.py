@@ -117,11 +117,13 @@ def test_shards_partition_the_samples_contiguously(n, world, row_bytes, block):
 
 @given(n=st.integers(0, 500), world=st.integers(1, 9))
 def test_each_process_takes_a_contiguous_share_of_the_grids(n, world):
+    import itertools
+
     from arcvae.distributed import Dist
 
     shares = [Dist(rank, world).shard(n) for rank in range(world)]
     assert shares[0].start == 0 and shares[-1].stop == n
-    assert all(a.stop == b.start for a, b in zip(shares, shares[1:]))
+    assert all(a.stop == b.start for a, b in itertools.pairwise(shares))
     sizes = [share.stop - share.start for share in shares]
     assert max(sizes) - min(sizes) <= 1
 

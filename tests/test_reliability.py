@@ -28,12 +28,12 @@ from typer.testing import CliRunner
 import classweights
 from arcvae import checkpoints, loop, trainer, weight_cache
 from arcvae import state as training_state
-from arcvae.weight_cache import DigestNotes, FileStamp, WeightCache, WeightSpec
-from arcvae.weights import resolve_class_weights
 from arcvae.cli import app
 from arcvae.config import TrainConfig
 from arcvae.errors import ArcvaeError
 from arcvae.losses import FocalLoss
+from arcvae.weight_cache import DigestNotes, FileStamp, WeightCache, WeightSpec
+from arcvae.weights import resolve_class_weights
 from classweights import ClassWeightError, load_class_weights, save_class_weights
 
 REPO = Path(__file__).resolve().parents[1]
