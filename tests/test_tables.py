@@ -392,10 +392,10 @@ def test_missing_pyarrow_is_a_one_line_hint(tmp_path, monkeypatch):
 def test_cli_weights_compute_reads_parquet_and_caches_by_its_content(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    import arcvae.weights
+    from arcvae import weight_cache
     from arcvae.cli import app
 
-    monkeypatch.setattr(arcvae.weights, "_QUIET_NS", -(10**12))  # take the file as settled at once: notes are written
+    monkeypatch.setattr(weight_cache, "QUIET_NS", -(10**12))  # take the file as settled at once: notes are written
     labels = np.random.default_rng(10).integers(0, 5, 4000)
     path = tmp_path / "data.parquet"
     pq.write_table(pa.table({"label": labels, "image": np.zeros(4000)}), path, row_group_size=500)
