@@ -9,6 +9,7 @@ memory stays bounded however large the dataset is.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -207,15 +208,18 @@ def count_label_stats(
     failure: BaseException | None = None
     try:
         # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
-        stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers, shard=shard)
+        stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers, shard=shard,
+                             threads=workers, keep_labels=fingerprint)  # fmt: skip
         where, identity = stream.where, stream.identity
 
         def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-            return _count_chunk(chunk, num_classes, ignore_index, presence, stream.where)
+            if chunk.histogram is not None:
+                return _count_histogram(chunk, num_classes, ignore_index, presence, chunk.where or stream.where)
+            return _count_chunk(chunk, num_classes, ignore_index, presence, chunk.where or stream.where)
 
         # Chunks are read and moved to the device in this thread; only counting runs in the pool.
         chunks = stream.chunks if hasher is None else _hashed(stream.chunks, hasher)
-        on_device = (Chunk(_to_tensor(chunk, target, num_classes, stream.where), chunk.start) for chunk in chunks)
+        on_device = (_on_device(chunk, target, num_classes, stream.where) for chunk in chunks)
         for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, workers):
             counts += chunk_counts
             if image_pixels is not None and chunk_pixels is not None:
@@ -334,6 +338,20 @@ class _LabelHasher:
             if self._rows_in_block == self._block_rows:
                 self._close_block()
 
+    def update_file(self, data: np.ndarray) -> None:
+        """One file of its own size (a label image): one block, its dtype and label count hashed with its labels.
+
+        Files may differ in size and dtype, so none of them sets ``dtype`` and
+        ``per_sample`` for the whole; a file is a block of its own, so shards
+        of whole files combine into the single-process fingerprint.
+        """
+        data = np.ascontiguousarray(data)
+        dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
+        block = hashlib.sha256(json.dumps({"dtype": dtype, "labels": int(data.size)}, sort_keys=True).encode())
+        block.update(memoryview(data.astype(data.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)))
+        self.blocks.append(block.hexdigest())
+        self.dtype = "per file"
+
     def _close_block(self) -> None:
         self.blocks.append(self._block.hexdigest())
         self._block, self._rows_in_block = hashlib.sha256(), 0
@@ -355,7 +373,11 @@ def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | Non
 def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:
     for chunk in chunks:
         yield chunk
-        hasher.update(chunk.data)  # after the consumer has handed the chunk to a counting thread
+        # after the consumer has handed the chunk to a counting thread
+        if chunk.where is None:
+            hasher.update(chunk.data)
+        else:
+            hasher.update_file(chunk.data)
 
 
 # ------------------------------------------------------------- helpers ----
@@ -408,6 +430,13 @@ def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
     pool instead of waiting on threads that did not survive the fork.
     """
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"classweights-{pid}")
+
+
+def _on_device(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> Chunk:
+    """The chunk with its data as a tensor on ``device``; a chunk its reader counted stays as it is."""
+    if chunk.histogram is not None:
+        return chunk
+    return dataclasses.replace(chunk, data=_to_tensor(chunk, device, num_classes, chunk.where or where))
 
 
 def _to_tensor(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> torch.Tensor:
@@ -534,6 +563,37 @@ def _count_chunk(
     totals = per_image_counts.sum(dim=1, keepdim=True)
     image_pixels = ((per_image_counts > 0) * totals).sum(dim=0)
     return per_image_counts.sum(dim=0).cpu(), image_pixels.cpu(), images, flat.numel()
+
+
+def _count_histogram(
+    chunk: Chunk,
+    num_classes: int,
+    ignore_index: int | None,
+    presence: bool,
+    where: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+    """:func:`_count_chunk` for a chunk whose reader took the histogram of each row (``chunk.histogram``)."""
+    histogram = np.asarray(chunk.histogram, dtype=np.int64)
+    images, values = histogram.shape
+    seen = np.flatnonzero(histogram[:, num_classes:].any(axis=0)) + num_classes
+    stray = seen[seen != ignore_index] if ignore_index is not None else seen
+    if stray.size:  # the labels themselves may not be at hand: name the value and how often it occurs
+        value = int(stray[0])
+        raise ClassWeightError(
+            f"{where}: label {value} is out of range for num_classes={num_classes} (expected 0 <= label < {num_classes}); "
+            f"{int(histogram[:, value].sum())} labels have it"
+        )
+    per_image = histogram[:, : min(values, num_classes)].copy()
+    if ignore_index is not None and 0 <= ignore_index < per_image.shape[1]:
+        per_image[:, ignore_index] = 0
+    counts = torch.zeros(num_classes, dtype=torch.int64)
+    counts[: per_image.shape[1]] = torch.from_numpy(per_image.sum(axis=0))
+    image_pixels = None
+    if presence:
+        totals = per_image.sum(axis=1, keepdims=True)
+        image_pixels = torch.zeros(num_classes, dtype=torch.int64)
+        image_pixels[: per_image.shape[1]] = torch.from_numpy(((per_image > 0) * totals).sum(axis=0))
+    return counts, image_pixels, images, int(histogram.sum())
 
 
 def _sparse_presence(ids: torch.Tensor, images: int, num_classes: int, drop_bin: int | None) -> tuple[torch.Tensor, torch.Tensor]:

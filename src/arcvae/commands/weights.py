@@ -16,7 +16,8 @@ app = typer.Typer(help="Compute, save and inspect class weights (any labels, not
 @app.command("compute")
 @user_errors
 def compute(
-    data: Annotated[Path, typer.Argument(help="Labels: a .npy file, or a .npz file (see --key).", show_default=False)],
+    data: Annotated[Path, typer.Argument(help="Labels: a .npy file, a .npz file (see --key), or a folder or quoted glob of label images "
+                                              "(.png, .tif, .tiff, .npy; one image per sample).", show_default=False)],
     key: Annotated[Optional[str], typer.Option(help="Array inside a .npz file (default: train, or the only array).")] = None,
     method: Annotated[str, typer.Option(help="Weighting method: sqrt_inverse, inverse, balanced, enet, median_frequency, effective_number, uniform.")] = "sqrt_inverse",
     smooth: Annotated[float, typer.Option(help="Pseudo-count added to every class count.")] = 1.0,
@@ -25,10 +26,12 @@ def compute(
     num_classes: Annotated[int, typer.Option(help="Number of classes; labels must lie in [0, num_classes).")] = 10,
     out: Annotated[Optional[Path], typer.Option(help="Save the weights to this JSON file (atomically).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (counts, weights, method, ratio, source) and nothing else.")] = False,
-    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse weights cached for the same file content and options (in the arcvae cache folder).")] = True,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse weights cached for the same file content and options (in the arcvae cache folder). "
+                                                                 "A folder or glob of images is counted every time.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")] = False,
 ) -> None:
     """Count the labels in DATA and turn the counts into class weights."""
+    from classweights._images import is_image_source
     from classweights.methods import check_method
 
     from ..console import default_console
@@ -40,12 +43,15 @@ def compute(
         from ..outputs import check_output_file
 
         check_output_file(out, force=force, inputs=[data])
-    stamp = FileStamp.of(data)  # taken before the file is read
+    # The cache knows a data set by one file's identity. A folder's own identity does not change when an image in it
+    # is rewritten, so images are counted every time: no cache entry is read or written for them.
+    images = is_image_source(data)
+    stamp = None if images else FileStamp.of(data)  # taken before the file is read
     result = _with_progress(
         lambda progress: resolve_class_weights(
             data, key=key, num_classes=num_classes, method=method, smooth=smooth, normalize=normalize, ignore_index=ignore_index,
-            cache_dir=default_cache_dir(), use_cache=cache, source=str(data), stamp=stamp, progress=progress,
-            warn=warn,
+            cache_dir=None if images else default_cache_dir(), use_cache=cache and not images, source=str(data), stamp=stamp,
+            progress=progress, warn=warn,
         ),
         quiet=as_json,
     )  # fmt: skip
