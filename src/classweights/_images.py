@@ -126,7 +126,7 @@ def image_stream(path: str | os.PathLike[str], *, key: str | int | None, shard: 
     mine = files[lo:hi]
     if any(not name.lower().endswith(".npy") for name in mine):
         pillow()  # a missing Pillow is reported before any file is read
-    return Stream(_decoded(mine, threads, keep_labels), len(mine), repr(text), sharded=shard is not None)
+    return Stream(_decoded(mine, threads, keep_labels), len(mine), repr(text), sharded=shard is not None, counted=True)
 
 
 def pillow() -> Any:

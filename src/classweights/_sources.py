@@ -70,6 +70,7 @@ class Stream:
     shape: tuple[int, ...] | None = None  # a file's array: its shape and dtype as stored (from the checked header)
     dtype: np.dtype | None = None
     member: str | None = None  # the .npz member read (its key)
+    counted: bool = False  # the reader counts each chunk (Chunk.histogram) on threads of its own: no counting pool needed
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,10 @@ def count_labels(
     Args:
         source: integer labels of any shape as a ``torch.Tensor`` or ``np.ndarray``
             (``np.memmap`` included); a path to a ``.npy`` file, or to a ``.npz``
-            file whose array ``key`` is read; a map-style dataset whose items are
+            file whose array ``key`` is read; a folder or glob pattern of label
+            images (``.png``, ``.tif``, ``.tiff``, ``.npy``; one sample per file,
+            read in sorted order, decoded on ``num_threads`` threads; needs
+            Pillow for PNG and TIFF); a map-style dataset whose items are
             label arrays, or tuples/lists with the label array first, or dicts
             (``key`` picks the labels); or any iterable of such batches, e.g. a
             ``DataLoader``. Float labels are accepted only if every value is a
@@ -107,8 +110,9 @@ def count_labels(
             equal chunks for the threads (at most ``2**24`` labels each), and
             files and datasets are read ``4 * 2**20`` labels at a time, which
             bounds the memory used.
-        num_threads: chunks counted in parallel (default: ``torch.get_num_threads()``,
-            at most 8). ``torch`` releases the GIL while counting.
+        num_threads: chunks counted in parallel, or label images decoded in
+            parallel (default: ``torch.get_num_threads()``, at most 8). ``torch``
+            and Pillow release the GIL while they work.
         device: where to count (default: the device of a tensor source, else CPU).
         progress: optional callback ``progress(done, total)`` called after every
             chunk with the samples done so far and the total (``None`` if unknown).
@@ -116,7 +120,8 @@ def count_labels(
         distributed: count across the processes of the initialised default
             ``torch.distributed`` process group. Each rank reads only its
             contiguous shard of a sized source (array, tensor, ``.npy``/``.npz``
-            path, map-style dataset), or everything an iterable gives it (e.g. a
+            path, map-style dataset, the sorted files of a folder or glob of
+            label images), or everything an iterable gives it (e.g. a
             ``DataLoader`` with a ``DistributedSampler``); the counts are then
             summed with ``all_reduce``, so every rank returns the global counts.
             Every rank must call it. An error on any rank is raised on all.
@@ -128,9 +133,10 @@ def count_labels(
         ClassWeightError: for an empty source, labels out of range, negative,
             non-integer or NaN labels, unsupported dtypes, missing files or keys,
             paths that are not regular files, damaged or inconsistent files, a
-            file that changes while it is read, ``num_classes`` above
-            :data:`~classweights.MAX_CLASSES`; and for ``distributed=True``
-            without an initialised process group.
+            file that changes while it is read, colour images, a folder or
+            glob without label images, a missing Pillow for PNG or TIFF files,
+            ``num_classes`` above :data:`~classweights.MAX_CLASSES`; and for
+            ``distributed=True`` without an initialised process group.
 
     Example:
         >>> import torch
@@ -168,7 +174,8 @@ def count_label_stats(
 
     With ``presence=True`` it also gathers ``image_pixels``: for each class, the
     total number of (non-ignored) labels in the samples that contain it. The
-    first axis of an array source, and each dataset item, is one sample.
+    first axis of an array source, each dataset item, and each file of a folder
+    or glob of label images is one sample.
 
     With ``fingerprint=True`` it also hashes the labels as it reads them (one
     pass, no second read of the data): sha256 over their bytes in order, their
@@ -220,7 +227,8 @@ def count_label_stats(
         # Chunks are read and moved to the device in this thread; only counting runs in the pool.
         chunks = stream.chunks if hasher is None else _hashed(stream.chunks, hasher)
         on_device = (_on_device(chunk, target, num_classes, stream.where) for chunk in chunks)
-        for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, workers):
+        # Chunks their reader counted (label images) are only added up here: threads would cost more than they save.
+        for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, 1 if stream.counted else workers):
             counts += chunk_counts
             if image_pixels is not None and chunk_pixels is not None:
                 image_pixels += chunk_pixels
