@@ -70,7 +70,7 @@ class Stream:
     shape: tuple[int, ...] | None = None  # a file's array: its shape and dtype as stored (from the checked header)
     dtype: np.dtype | None = None
     member: str | None = None  # the .npz member read (its key)
-    counted: bool = False  # the reader counts each chunk (Chunk.histogram) on threads of its own: no counting pool needed
+    counted: bool = False  # the reader decodes on threads of its own and counts chunks as it goes (Chunk.histogram): no counting pool
 
 
 @dataclass(frozen=True)

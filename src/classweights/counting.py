@@ -185,7 +185,10 @@ def count_label_stats(
     derived from the labels. With ``distributed=True`` each rank hashes whole
     blocks of about 16 MiB of samples and the ranks combine their digests: the
     fingerprint is the same whatever the number of processes (iterables, which
-    are not sharded, are the exception).
+    are not sharded, are the exception). Label images, which may differ in size
+    and dtype, are hashed one file per block, each with its dtype and size: the
+    same labels in the same files give the same fingerprint whatever their
+    format, but not the fingerprint of the same labels stacked in one array.
 
     With ``distributed=True`` (see :func:`count_labels`), ``image_pixels``,
     ``num_images`` and ``num_labels`` are global too.
@@ -580,28 +583,34 @@ def _count_histogram(
     presence: bool,
     where: str,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-    """:func:`_count_chunk` for a chunk whose reader took the histogram of each row (``chunk.histogram``)."""
-    histogram = np.asarray(chunk.histogram, dtype=np.int64)
+    """:func:`_count_chunk` for a chunk whose reader took the histogram of each row (``chunk.histogram``).
+
+    Runs once per image in the reading thread, so it keeps to a few numpy calls on ``[B, K]``.
+    """
+    histogram = chunk.histogram
     images, values = histogram.shape
-    seen = np.flatnonzero(histogram[:, num_classes:].any(axis=0)) + num_classes
-    stray = seen[seen != ignore_index] if ignore_index is not None else seen
-    if stray.size:  # the labels themselves may not be at hand: name the value and how often it occurs
-        value = int(stray[0])
-        raise ClassWeightError(
-            f"{where}: label {value} is out of range for num_classes={num_classes} (expected 0 <= label < {num_classes}); "
-            f"{int(histogram[:, value].sum())} labels have it"
-        )
-    per_image = histogram[:, : min(values, num_classes)].copy()
-    if ignore_index is not None and 0 <= ignore_index < per_image.shape[1]:
-        per_image[:, ignore_index] = 0
-    counts = torch.zeros(num_classes, dtype=torch.int64)
-    counts[: per_image.shape[1]] = torch.from_numpy(per_image.sum(axis=0))
+    if values > num_classes:
+        ignored = num_classes <= (ignore_index if ignore_index is not None else -1) < values
+        stray = int(histogram[:, num_classes:].sum()) - (int(histogram[:, ignore_index].sum()) if ignored else 0)
+        if stray:  # the labels themselves may not be at hand: name the value and how often it occurs
+            seen = np.flatnonzero(histogram[:, num_classes:].any(axis=0)) + num_classes
+            value = int(seen[seen != ignore_index][0])
+            raise ClassWeightError(
+                f"{where}: label {value} is out of range for num_classes={num_classes} (expected 0 <= label < {num_classes}); "
+                f"{int(histogram[:, value].sum())} labels have it"
+            )
+    kept = histogram[:, :num_classes]
+    if ignore_index is not None and 0 <= ignore_index < kept.shape[1]:
+        kept = kept.copy()
+        kept[:, ignore_index] = 0
+    counts = np.zeros(num_classes, np.int64)
+    counts[: kept.shape[1]] = kept.sum(axis=0)
     image_pixels = None
     if presence:
-        totals = per_image.sum(axis=1, keepdims=True)
-        image_pixels = torch.zeros(num_classes, dtype=torch.int64)
-        image_pixels[: per_image.shape[1]] = torch.from_numpy(((per_image > 0) * totals).sum(axis=0))
-    return counts, image_pixels, images, int(histogram.sum())
+        image_pixels = np.zeros(num_classes, np.int64)
+        image_pixels[: kept.shape[1]] = ((kept > 0) * kept.sum(axis=1, keepdims=True)).sum(axis=0)
+    labels = int(histogram.sum())
+    return torch.from_numpy(counts), None if image_pixels is None else torch.from_numpy(image_pixels), images, labels
 
 
 def _sparse_presence(ids: torch.Tensor, images: int, num_classes: int, drop_bin: int | None) -> tuple[torch.Tensor, torch.Tensor]:
