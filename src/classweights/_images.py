@@ -229,7 +229,7 @@ def _histogram(labels: np.ndarray) -> np.ndarray | None:
     if flat.size == 0:
         return np.zeros((1, 0), dtype=np.int64)
     if flat.dtype == np.bool_:
-        flat = flat.view(np.uint8)
+        flat = (flat.view(np.uint8) != 0).view(np.uint8)  # a file's bool bytes may be other than 0 and 1
     elif flat.dtype.kind == "i" and flat.dtype.itemsize <= 4:  # a mode "I" image: 16-bit labels as int32
         lo, hi = int(flat.min()), int(flat.max())
         if lo < 0 or hi >= _HISTOGRAM_LIMIT:
