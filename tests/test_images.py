@@ -453,15 +453,43 @@ def test_fingerprint_does_not_change_the_counts(voc):
 # ---------------------------------------------- threads, memory, sharding ----
 
 
-def test_at_most_a_few_decoded_images_wait_at_once(voc, monkeypatch):
+@pytest.mark.parametrize("threads", [2, 3])
+def test_at_most_a_few_decoded_images_wait_at_once(tmp_path, monkeypatch, threads):
     import classweights._images as images
 
+    for i in range(80):
+        save_palette_png(tmp_path / f"{i:02d}.png", np.full((4, 4), i % 3, np.uint8))
     started = []
     real = images.read_image
     monkeypatch.setattr(images, "read_image", lambda name, keep_labels=True: started.append(name) or real(name, keep_labels))
     ahead = []
-    count_labels(voc, 21, ignore_index=255, num_threads=2, progress=lambda done, total: ahead.append(len(started) - done))
-    assert len(started) == 12 and max(ahead) <= 2 * 2  # the reader's window: at most 2 * num_threads images decoded ahead
+    count_labels(tmp_path, 3, num_threads=threads, progress=lambda done, total: ahead.append(len(started) - done))
+    assert len(started) == 80 and ahead[-1] == 0
+    assert max(ahead) <= 2 * threads * images._MAX_BATCH  # 2 * num_threads tasks of at most _MAX_BATCH files
+
+
+def test_one_task_reads_as_many_files_as_make_about_a_million_labels(tmp_path, monkeypatch):
+    import threading
+
+    import classweights._images as images
+
+    monkeypatch.setattr(images, "_BATCH_LABELS", 3 * 16)  # three 4 x 4 images per task
+    for i in range(20):
+        save_palette_png(tmp_path / f"{i:02d}.png", np.full((4, 4), i % 3, np.uint8))
+    runs = []
+    real = images._read_batch
+    monkeypatch.setattr(images, "_read_batch", lambda names, keep: runs.append(len(names)) or real(names, keep))
+    assert count_labels(tmp_path, 3, num_threads=2).tolist() == [7 * 16, 7 * 16, 6 * 16]
+    assert runs == [3] * 6 + [1] and threading.active_count() < 10  # the first file alone, then runs of 3
+
+
+def test_an_unreadable_file_in_a_task_comes_after_the_files_before_it(tmp_path):
+    for i in range(6):
+        save_palette_png(tmp_path / f"{i}.png", np.full((2, 2), 1, np.uint8))
+    save_palette_png(tmp_path / "2.png", np.full((2, 2), 7, np.uint8))  # out of range: found while counting
+    (tmp_path / "4.png").write_bytes(b"broken")  # unreadable: found while decoding, in the same task
+    with pytest.raises(ClassWeightError, match=r"2\.png': label 7 is out of range"):
+        count_labels(tmp_path, 3, num_threads=2)
 
 
 def test_the_labels_are_not_kept_unless_the_fingerprint_needs_them(voc):
