@@ -46,6 +46,7 @@ from ._sources import (
     _read_up_to,
     _shard_rows,
 )
+from .counting import file_digest
 
 SUFFIXES = (".png", ".tif", ".tiff", ".npy")
 _FORMATS = {".png": ["PNG"], ".tif": ["TIFF"], ".tiff": ["TIFF"]}  # a file is decoded only as what its name says
@@ -196,7 +197,8 @@ def _unpacked(future: Future[tuple[list[Chunk], ClassWeightError | None]]) -> It
 def read_image(name: str, keep_labels: bool = True) -> Chunk:
     """One file as a chunk: its labels as ``[1, H*W]``, its name, and the histogram of its values when cheap.
 
-    The labels are left out (None) if not ``keep_labels`` and the histogram was taken without them.
+    The labels are left out (None) if not ``keep_labels`` and the histogram was taken without them;
+    with ``keep_labels`` the chunk carries their fingerprint block (``Chunk.digest``).
     """
     if name.lower().endswith(".npy"):
         labels, histogram = _read_npy(name), None
@@ -205,7 +207,9 @@ def read_image(name: str, keep_labels: bool = True) -> Chunk:
     if histogram is None:
         assert labels is not None
         histogram = _histogram(labels)
-    return Chunk(None if labels is None else labels.reshape(1, -1), 0, where=repr(name), histogram=histogram)
+    # The fingerprint wants the labels: hash them here, on a decoding thread, rather than in the counting loop.
+    digest = file_digest(labels) if keep_labels and labels is not None else None
+    return Chunk(None if labels is None else labels.reshape(1, -1), 0, where=repr(name), histogram=histogram, digest=digest)
 
 
 def _read_npy(name: str) -> np.ndarray:

@@ -46,16 +46,18 @@ class Chunk:
 
     A chunk that is one file of its own (a label image) has a ``where`` naming
     it: errors name that file, ``start`` counts from its first label, and the
-    fingerprint hashes it with its size. ``histogram``, if set, is int64
-    ``[B, K]``: how often each value ``0..K-1`` occurs in each row of the
-    labels (every value is below ``K``), counted by the reader as it decoded
-    them; ``data`` may then be None if the labels were not asked for.
+    fingerprint hashes it with its size (``digest``, if set, is that block's
+    digest, taken by the reader on its own thread). ``histogram``, if set, is
+    int64 ``[B, K]``: how often each value ``0..K-1`` occurs in each row of
+    the labels (every value is below ``K``), counted by the reader as it
+    decoded them; ``data`` may then be None if the labels were not asked for.
     """
 
     data: Any
     start: int
     where: str | None = None
     histogram: np.ndarray | None = None
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,9 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, p
     ``Stream.sharded`` tells whether it did. Iterables are never sharded.
 
     A folder or a glob pattern is read as label images, one file per sample
-    (see ``_images``), decoded on ``threads`` threads; without ``keep_labels``
-    their chunks may carry only the histogram (the fingerprint needs the labels).
+    (see ``_images``), decoded on ``threads`` threads. With ``keep_labels``
+    (for the fingerprint) each file's digest is taken on those threads too;
+    without it their chunks may carry only the histogram.
     """
     size = DEFAULT_CHUNK_SIZE if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
     if isinstance(source, (str, os.PathLike)):

@@ -349,18 +349,15 @@ class _LabelHasher:
             if self._rows_in_block == self._block_rows:
                 self._close_block()
 
-    def update_file(self, data: np.ndarray) -> None:
+    def update_file(self, data: np.ndarray | None, digest: str | None = None) -> None:
         """One file of its own size (a label image): one block, its dtype and label count hashed with its labels.
 
         Files may differ in size and dtype, so none of them sets ``dtype`` and
         ``per_sample`` for the whole; a file is a block of its own, so shards
-        of whole files combine into the single-process fingerprint.
+        of whole files combine into the single-process fingerprint. ``digest``
+        is the block's digest if the reader already took it (``file_digest``).
         """
-        data = np.ascontiguousarray(data)
-        dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
-        block = hashlib.sha256(json.dumps({"dtype": dtype, "labels": int(data.size)}, sort_keys=True).encode())
-        block.update(memoryview(data.astype(data.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)))
-        self.blocks.append(block.hexdigest())
+        self.blocks.append(digest if digest is not None else file_digest(data))
         self.dtype = "per file"
 
     def _close_block(self) -> None:
@@ -371,6 +368,15 @@ class _LabelHasher:
         if self._rows_in_block:
             self._close_block()
         return self
+
+
+def file_digest(data: np.ndarray) -> str:
+    """The fingerprint block of one file's labels: sha256 of their dtype and number, then their bytes (little-endian)."""
+    data = np.ascontiguousarray(data)
+    dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
+    block = hashlib.sha256(json.dumps({"dtype": dtype, "labels": int(data.size)}, sort_keys=True).encode())
+    block.update(memoryview(data.astype(data.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)))
+    return block.hexdigest()
 
 
 def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | None, samples: int) -> str:
@@ -388,7 +394,7 @@ def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:
         if chunk.where is None:
             hasher.update(chunk.data)
         else:
-            hasher.update_file(chunk.data)
+            hasher.update_file(chunk.data, chunk.digest)
 
 
 # ------------------------------------------------------------- helpers ----
