@@ -42,12 +42,14 @@ def identity(info: os.stat_result) -> FileIdentity:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def open_regular(path: Any, *, what: str, existing: str, follow_symlinks: bool = True) -> tuple[int, os.stat_result]:
+def open_regular(path: Any, *, what: str, existing: str, follow_symlinks: bool = True, blocking: bool = True) -> tuple[int, os.stat_result]:
     """Open ``path`` read-only and return its descriptor and ``fstat``; raise unless it is a regular file.
 
     ``what`` names the file expected (``"a .npy or .npz file"``), ``existing``
     the same for a missing path (``"an existing .npy or .npz file"``). With
-    ``follow_symlinks=False`` a symbolic link is refused (``O_NOFOLLOW``).
+    ``follow_symlinks=False`` a symbolic link is refused (``O_NOFOLLOW``). With
+    ``blocking=False`` the descriptor keeps ``O_NONBLOCK``, which changes
+    nothing for reading a regular file and saves two system calls per file.
     """
     shown = repr(os.fspath(path)) if isinstance(path, (str, bytes, os.PathLike)) else repr(path)
     try:
@@ -72,7 +74,7 @@ def open_regular(path: Any, *, what: str, existing: str, follow_symlinks: bool =
     try:
         info = os.fstat(fd)
         _require_regular(info, shown, what)  # the path may have been replaced since the first look
-        if fcntl is not None and getattr(os, "O_NONBLOCK", 0):
+        if blocking and fcntl is not None and getattr(os, "O_NONBLOCK", 0):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
     except BaseException:
         os.close(fd)

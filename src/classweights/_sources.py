@@ -51,6 +51,14 @@ class Chunk:
     row of their labels with ``lengths``, the labels of each sample (summing to
     ``L``). ``locate``, if given, names the position of the chunk's ``i``-th label
     (e.g. ``"row 7, position 2"``) in errors instead of its flat index.
+
+    A chunk that is one file of its own (a label image) has a ``where`` naming
+    it: errors name that file, ``start`` counts from its first label, and the
+    fingerprint hashes it with its size (``digest``, if set, is that block's
+    digest, taken by the reader on its own thread). ``histogram``, if set, is
+    int64 ``[B, K]``: how often each value ``0..K-1`` occurs in each row of
+    the labels (every value is below ``K``), counted by the reader as it
+    decoded them; ``data`` may then be None if the labels were not asked for.
     """
 
     data: Any
@@ -58,6 +66,9 @@ class Chunk:
     sample_shape: tuple[int, ...] | None = None
     lengths: np.ndarray | None = None
     locate: Callable[[int], str] | None = None
+    where: str | None = None
+    histogram: np.ndarray | None = None
+    digest: str | None = None
 
 
 RAGGED_HASH_ROWS = 1 << 16  # samples of different lengths are fingerprinted in blocks of this many samples
@@ -75,6 +86,7 @@ class Stream:
     shape: tuple[int, ...] | None = None  # a file's array: its shape and dtype as stored (from the checked header)
     dtype: np.dtype | None = None
     member: str | None = None  # the .npz member read (its key)
+    counted: bool = False  # the reader decodes on threads of its own and counts chunks as it goes (Chunk.histogram): no counting pool
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,8 @@ def _shard_rows(n: int, shard: Shard | None, row_bytes: int) -> tuple[int, int]:
     return min(n, blocks * shard.rank // shard.world * rows), min(n, blocks * (shard.rank + 1) // shard.world * rows)
 
 
-def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, parts: int = 1, shard: Shard | None = None) -> Stream:
+def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, parts: int = 1, shard: Shard | None = None,
+                threads: int = 1, keep_labels: bool = True) -> Stream:  # fmt: skip
     """Dispatch ``source`` to the reader that knows its type.
 
     Without ``chunk_size``, an array already in memory is cut into a multiple of
@@ -113,9 +126,19 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, p
     With ``shard=(rank, world)``, a sized source (array, tensor, file, map-style
     dataset) yields only the contiguous samples ``[n*rank//world, n*(rank+1)//world)``;
     ``Stream.sharded`` tells whether it did. Iterables are never sharded.
+
+    A folder or a glob pattern is read as label images, one file per sample
+    (see ``_images``), decoded on ``threads`` threads. With ``keep_labels``
+    (for the fingerprint) each file's digest is taken on those threads too;
+    without it their chunks may carry only the histogram.
     """
     size = DEFAULT_CHUNK_SIZE if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
     if isinstance(source, (str, os.PathLike)):
+        # Pillow and the image code load only when needed
+        from ._images import image_stream, is_image_source
+
+        if is_image_source(source):
+            return image_stream(source, key=key, shard=shard, threads=threads, keep_labels=keep_labels)
         return _open_path(Path(source), key, size, shard)
     if isinstance(source, (torch.Tensor, np.ndarray)):
         _check_array(source, "labels")

@@ -92,7 +92,10 @@ def count_labels(
     Args:
         source: integer labels of any shape as a ``torch.Tensor`` or ``np.ndarray``
             (``np.memmap`` included); a path to a ``.npy`` file, or to a ``.npz``
-            file whose array ``key`` is read; a map-style dataset whose items are
+            file whose array ``key`` is read; a folder or glob pattern of label
+            images (``.png``, ``.tif``, ``.tiff``, ``.npy``; one sample per file,
+            read in sorted order, decoded on ``num_threads`` threads; needs
+            Pillow for PNG and TIFF); a map-style dataset whose items are
             label arrays, or tuples/lists with the label array first, or dicts
             (``key`` picks the labels); or any iterable of such batches, e.g. a
             ``DataLoader``. With the optional packages: a ``.parquet`` path, a
@@ -112,8 +115,9 @@ def count_labels(
             equal chunks for the threads (at most ``2**24`` labels each), and
             files and datasets are read ``4 * 2**20`` labels at a time, which
             bounds the memory used.
-        num_threads: chunks counted in parallel (default: ``torch.get_num_threads()``,
-            at most 8). ``torch`` releases the GIL while counting.
+        num_threads: chunks counted in parallel, or label images decoded in
+            parallel (default: ``torch.get_num_threads()``, at most 8). ``torch``
+            and Pillow release the GIL while they work.
         device: where to count (default: the device of a tensor source, else CPU).
         progress: optional callback ``progress(done, total)`` called after every
             chunk with the samples done so far and the total (``None`` if unknown).
@@ -121,7 +125,8 @@ def count_labels(
         distributed: count across the processes of the initialised default
             ``torch.distributed`` process group. Each rank reads only its
             contiguous shard of a sized source (array, tensor, ``.npy``/``.npz``
-            path, map-style dataset), or everything an iterable gives it (e.g. a
+            path, map-style dataset, the sorted files of a folder or glob of
+            label images), or everything an iterable gives it (e.g. a
             ``DataLoader`` with a ``DistributedSampler``); the counts are then
             summed with ``all_reduce``, so every rank returns the global counts.
             Every rank must call it. An error on any rank is raised on all.
@@ -133,9 +138,10 @@ def count_labels(
         ClassWeightError: for an empty source, labels out of range, negative,
             non-integer or NaN labels, unsupported dtypes, missing files or keys,
             paths that are not regular files, damaged or inconsistent files, a
-            file that changes while it is read, ``num_classes`` above
-            :data:`~classweights.MAX_CLASSES`; and for ``distributed=True``
-            without an initialised process group. For tables also: missing or
+            file that changes while it is read, colour images, a folder or
+            glob without label images, a missing Pillow for PNG or TIFF files,
+            ``num_classes`` above :data:`~classweights.MAX_CLASSES`; and for
+            ``distributed=True`` without an initialised process group. For tables also: missing or
             ambiguous columns, nulls, non-numeric columns, and a missing optional
             package (with the ``pip install`` line that brings it).
 
@@ -175,7 +181,8 @@ def count_label_stats(
 
     With ``presence=True`` it also gathers ``image_pixels``: for each class, the
     total number of (non-ignored) labels in the samples that contain it. The
-    first axis of an array source, and each dataset item, is one sample.
+    first axis of an array source, each dataset item, and each file of a folder
+    or glob of label images is one sample.
 
     With ``fingerprint=True`` it also hashes the labels as it reads them (one
     pass, no second read of the data): sha256 over their bytes in order, their
@@ -185,7 +192,10 @@ def count_label_stats(
     derived from the labels. With ``distributed=True`` each rank hashes whole
     blocks of about 16 MiB of samples and the ranks combine their digests: the
     fingerprint is the same whatever the number of processes (iterables, which
-    are not sharded, are the exception).
+    are not sharded, are the exception). Label images, which may differ in size
+    and dtype, are hashed one file per block, each with its dtype and size: the
+    same labels in the same files give the same fingerprint whatever their
+    format, but not the fingerprint of the same labels stacked in one array.
 
     With ``distributed=True`` (see :func:`count_labels`), ``image_pixels``,
     ``num_images`` and ``num_labels`` are global too.
@@ -220,16 +230,20 @@ def count_label_stats(
     failure: BaseException | None = None
     try:
         # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
-        stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers, shard=shard)
+        stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers, shard=shard,
+                             threads=workers, keep_labels=fingerprint)  # fmt: skip
         where, identity = stream.where, stream.identity
 
         def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-            return _count_chunk(chunk, num_classes, ignore_index, presence, stream.where)
+            if chunk.histogram is not None:
+                return _count_histogram(chunk, num_classes, ignore_index, presence, chunk.where or stream.where)
+            return _count_chunk(chunk, num_classes, ignore_index, presence, chunk.where or stream.where)
 
         # Chunks are read and moved to the device in this thread; only counting runs in the pool.
         chunks = stream.chunks if hasher is None else _hashed(stream.chunks, hasher)
-        on_device = (dataclasses.replace(chunk, data=_to_tensor(chunk, target, num_classes, stream.where)) for chunk in chunks)
-        for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, workers):
+        on_device = (_on_device(chunk, target, num_classes, stream.where) for chunk in chunks)
+        # Chunks their reader counted (label images) are only added up here: threads would cost more than they save.
+        for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, 1 if stream.counted else workers):
             counts += chunk_counts
             if image_pixels is not None and chunk_pixels is not None:
                 image_pixels += chunk_pixels
@@ -371,6 +385,17 @@ class _LabelHasher:
             if self._rows_in_block == self._block_rows:
                 self._close_block()
 
+    def update_file(self, data: np.ndarray | None, digest: str | None = None) -> None:
+        """One file of its own size (a label image): one block, its dtype and label count hashed with its labels.
+
+        Files may differ in size and dtype, so none of them sets ``dtype`` and
+        ``per_sample`` for the whole; a file is a block of its own, so shards
+        of whole files combine into the single-process fingerprint. ``digest``
+        is the block's digest if the reader already took it (``file_digest``).
+        """
+        self.blocks.append(digest if digest is not None else file_digest(data))
+        self.dtype = "per file"
+
     def _close_block(self) -> None:
         if self.per_sample == "ragged":  # the block's labels, and how they split into samples
             self.blocks.append(hashlib.sha256(self._lengths.digest() + self._block.digest()).hexdigest())
@@ -384,6 +409,15 @@ class _LabelHasher:
         return self
 
 
+def file_digest(data: np.ndarray) -> str:
+    """The fingerprint block of one file's labels: sha256 of their dtype and number, then their bytes (little-endian)."""
+    data = np.ascontiguousarray(data)
+    dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
+    block = hashlib.sha256(json.dumps({"dtype": dtype, "labels": int(data.size)}, sort_keys=True).encode())
+    block.update(memoryview(data.astype(data.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)))
+    return block.hexdigest()
+
+
 def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | str | None, samples: int) -> str:
     sha = hashlib.sha256(b"classweights-labels-v1\0")
     for block in blocks:
@@ -395,7 +429,11 @@ def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | str
 def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:
     for chunk in chunks:
         yield chunk
-        hasher.update(chunk.data, chunk.lengths)  # after the consumer has handed the chunk to a counting thread
+        # after the consumer has handed the chunk to a counting thread
+        if chunk.where is None:
+            hasher.update(chunk.data, chunk.lengths)
+        else:
+            hasher.update_file(chunk.data, chunk.digest)
 
 
 # ------------------------------------------------------------- helpers ----
@@ -448,6 +486,13 @@ def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
     pool instead of waiting on threads that did not survive the fork.
     """
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"classweights-{pid}")
+
+
+def _on_device(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> Chunk:
+    """The chunk with its data as a tensor on ``device``; a chunk its reader counted stays as it is."""
+    if chunk.histogram is not None:
+        return chunk
+    return dataclasses.replace(chunk, data=_to_tensor(chunk, device, num_classes, chunk.where or where))
 
 
 def _to_tensor(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> torch.Tensor:
@@ -588,6 +633,43 @@ def _count_chunk(
     totals = per_image_counts.sum(dim=1, keepdim=True)
     image_pixels = ((per_image_counts > 0) * totals).sum(dim=0)
     return per_image_counts.sum(dim=0).cpu(), image_pixels.cpu(), images, flat.numel()
+
+
+def _count_histogram(
+    chunk: Chunk,
+    num_classes: int,
+    ignore_index: int | None,
+    presence: bool,
+    where: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+    """:func:`_count_chunk` for a chunk whose reader took the histogram of each row (``chunk.histogram``).
+
+    Runs once per image in the reading thread, so it keeps to a few numpy calls on ``[B, K]``.
+    """
+    histogram = chunk.histogram
+    images, values = histogram.shape
+    if values > num_classes:
+        ignored = num_classes <= (ignore_index if ignore_index is not None else -1) < values
+        stray = int(histogram[:, num_classes:].sum()) - (int(histogram[:, ignore_index].sum()) if ignored else 0)
+        if stray:  # the labels themselves may not be at hand: name the value and how often it occurs
+            seen = np.flatnonzero(histogram[:, num_classes:].any(axis=0)) + num_classes
+            value = int(seen[seen != ignore_index][0])
+            raise ClassWeightError(
+                f"{where}: label {value} is out of range for num_classes={num_classes} (expected 0 <= label < {num_classes}); "
+                f"{int(histogram[:, value].sum())} labels have it"
+            )
+    kept = histogram[:, :num_classes]
+    if ignore_index is not None and 0 <= ignore_index < kept.shape[1]:
+        kept = kept.copy()
+        kept[:, ignore_index] = 0
+    counts = np.zeros(num_classes, np.int64)
+    counts[: kept.shape[1]] = kept.sum(axis=0)
+    image_pixels = None
+    if presence:
+        image_pixels = np.zeros(num_classes, np.int64)
+        image_pixels[: kept.shape[1]] = ((kept > 0) * kept.sum(axis=1, keepdims=True)).sum(axis=0)
+    labels = int(histogram.sum())
+    return torch.from_numpy(counts), None if image_pixels is None else torch.from_numpy(image_pixels), images, labels
 
 
 def _sparse_presence(ids: torch.Tensor, images: int, num_classes: int, drop_bin: int | None) -> tuple[torch.Tensor, torch.Tensor]:

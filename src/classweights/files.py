@@ -19,7 +19,7 @@ import numpy as np
 
 from ._errors import ClassWeightError
 from ._files import FileIdentity
-from ._sources import DEFAULT_CHUNK_SIZE, open_source
+from ._sources import DEFAULT_CHUNK_SIZE, _open_path
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def read_labels(path: str | os.PathLike[str], *, key: str | None = None) -> Labe
         raise ClassWeightError(f"Expected key= to name a .npz member (a string), but got {key!r}")
     if Path(path).suffix.lower() == ".parquet":  # counting reads it, but it holds no array of one shape to return
         raise ClassWeightError(f"Expected a path to a .npy or .npz file, but got the Parquet file {os.fspath(path)!r}")
-    stream = open_source(Path(path), key=key, chunk_size=DEFAULT_CHUNK_SIZE)
+    stream = _open_path(Path(path), key, DEFAULT_CHUNK_SIZE)  # one file: a folder of images is refused as a directory
     assert stream.shape is not None and stream.dtype is not None and stream.identity is not None
     # Chunks are gathered, not written into an array of the header's shape: a .npz member's size is only
     # claimed by the zip directory, so memory follows the data that really arrives. The stream's end checks

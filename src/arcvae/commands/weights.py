@@ -16,7 +16,12 @@ app = typer.Typer(
 
 
 Labels = Annotated[
-    Path, typer.Argument(help="Labels: a .npy file, a .npz file or a .parquet file (see --key).", show_default=False)
+    Path,
+    typer.Argument(
+        help="Labels: a .npy, .npz or .parquet file (see --key), or a folder or quoted glob of label images "
+        "(.png, .tif, .tiff, .npy; one image per sample).",
+        show_default=False,
+    ),
 ]
 Key = Annotated[
     str | None,
@@ -45,7 +50,8 @@ Cache = Annotated[
     bool,
     typer.Option(
         "--cache/--no-cache",
-        help="Reuse weights cached for the same file content and options (in the arcvae cache folder).",
+        help="Reuse weights cached for the same file content and options (in the arcvae cache folder). "
+        "A folder or glob of images is counted every time.",
     ),
 ]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite an existing --out file.")]
@@ -78,9 +84,12 @@ def compute(
         from ..outputs import check_output_file
 
         check_output_file(out, force=force, inputs=[data])
+    # The cache knows a data set by one file's identity. A folder's own identity does not change when an image in it
+    # is rewritten, so a folder or glob of images is counted every time: no cache entry is read or written for it.
+    one_file = data.is_file()
     spec = WeightSpec(num_classes, method, smooth, normalize, ignore_index)
-    folder = WeightCache(default_cache_dir(), read=cache, warn=warn)
-    stamp = FileStamp.of(data)  # taken before the file is read
+    folder = WeightCache(default_cache_dir() if one_file else None, read=cache and one_file, warn=warn)
+    stamp = FileStamp.of(data) if one_file else None  # taken before the file is read
     result = _with_progress(
         lambda progress: resolve_class_weights(
             data, spec, key=key, cache=folder, source=str(data), stamp=stamp, progress=progress
