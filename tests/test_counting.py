@@ -378,7 +378,7 @@ def _count_in_child(grids):
 def test_tagged_pairs_over_many_small_blocks(values, block, start):
     from unittest import mock
 
-    import classweights.counting as counting
+    import classweights._chunk_counts as counting
 
     source = torch.from_numpy(values)[start:]
     if source.numel() == 0:

@@ -105,7 +105,7 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(two_rank_counts):
 
 @given(n=st.integers(0, 500), world=st.integers(1, 9), row_bytes=st.integers(1, 300), block=st.sampled_from([None, 1, 64, 4096]))
 def test_shards_partition_the_samples_contiguously(n, world, row_bytes, block):
-    from classweights._sources import Shard, _shard_rows
+    from classweights._stream import Shard, _shard_rows
 
     bounds = [_shard_rows(n, Shard(r, world, block), row_bytes) for r in range(world)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import lzma
 import os
 import struct
 import sys

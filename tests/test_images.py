@@ -507,7 +507,7 @@ def test_the_labels_are_not_kept_unless_the_fingerprint_needs_them(voc):
 @given(n=st.integers(1, 12), world=st.integers(1, 5))
 def test_shards_are_contiguous_runs_of_files(tmp_path_factory, n, world):
     from classweights._images import image_stream, list_images
-    from classweights._sources import Shard
+    from classweights._stream import Shard
 
     folder = tmp_path_factory.mktemp("shards")
     for i in range(n):
@@ -519,10 +519,10 @@ def test_shards_are_contiguous_runs_of_files(tmp_path_factory, n, world):
 
 
 def test_per_rank_fingerprints_combine_into_the_single_process_one(voc):
-    """What the ranks of a process group do (see counting._reduce_across_ranks): each hashes its files, in rank order."""
+    """What the ranks of a process group do (see _ranks._reduce_across_ranks): each hashes its files, in rank order."""
+    from classweights._fingerprint import _combine_digests, _LabelHasher
     from classweights._images import image_stream
-    from classweights._sources import Shard
-    from classweights.counting import _combine_digests, _LabelHasher
+    from classweights._stream import Shard
 
     whole = count_label_stats(voc, 21, ignore_index=255, fingerprint=True).fingerprint
     for world in (2, 3, 5):

@@ -159,13 +159,13 @@ def test_p1_changing_one_label_in_the_file_is_a_miss(tmp_path, no_quiet_period):
 def test_p1_a_hit_reads_no_labels_and_a_miss_reads_them_once(tmp_path, monkeypatch, no_quiet_period):
     path = labels_file(tmp_path)
     reads: list[int] = []
-    real_open = classweights._sources._npy_stream
+    real_open = classweights._npfiles._npy_stream
 
     def counting_stream(*args, **kwargs):
         reads.append(1)
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(classweights._sources, "_npy_stream", counting_stream)
+    monkeypatch.setattr(classweights._npfiles, "_npy_stream", counting_stream)
     common = dict(key=None, cache=WeightCache(tmp_path / "c", read=True), source="t")
     spec = WeightSpec(num_classes=10, method="sqrt_inverse", smooth=1.0)
     miss = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)

@@ -204,7 +204,7 @@ def test_labels_are_read_once(tmp_path, monkeypatch):
     sample_weights(dataset, 3, key=1)
     assert dataset.reads == len(masks)
 
-    import classweights._sources as sources
+    import classweights._npfiles as sources
 
     opened = []
     real = sources.open_regular

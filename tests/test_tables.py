@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 import classweights as cw
 from classweights import ClassWeightError
-from classweights._sources import RAGGED_HASH_ROWS, Shard, open_source
-from classweights.counting import HASH_BLOCK_BYTES, _combine_digests, _LabelHasher
+from classweights._fingerprint import HASH_BLOCK_BYTES, _combine_digests, _LabelHasher
+from classweights._sources import open_source
+from classweights._stream import RAGGED_HASH_ROWS, Shard
 
 
 def bincount(labels, num_classes: int) -> list[int]:

@@ -40,7 +40,9 @@ def check_num_classes(num_classes: Any, name: str = "num_classes") -> int:
     if not is_int(num_classes) or num_classes < 1:
         raise ClassWeightError(f"Expected `{name}` to be a positive integer, but got {shown(num_classes)}")
     if num_classes > MAX_CLASSES:
-        raise ClassWeightError(f"Expected `{name}` to be at most MAX_CLASSES={MAX_CLASSES}, but got {shown(num_classes)}")
+        raise ClassWeightError(
+            f"Expected `{name}` to be at most MAX_CLASSES={MAX_CLASSES}, but got {shown(num_classes)}"
+        )
     return int(num_classes)
 
 
@@ -56,7 +58,9 @@ def check_positive_int(value: Any, name: str, *, maximum: int | None = None, all
     if value is None and allow_none:
         return None
     if not is_int(value) or value < 1:
-        raise ClassWeightError(f"Expected `{name}` to be a positive integer{' or None' if allow_none else ''}, but got {shown(value)}")
+        raise ClassWeightError(
+            f"Expected `{name}` to be a positive integer{' or None' if allow_none else ''}, but got {shown(value)}"
+        )
     if maximum is not None and value > maximum:
         raise ClassWeightError(f"Expected `{name}` to be at most {maximum}, but got {shown(value)}")
     return int(value)
@@ -103,6 +107,10 @@ def check_dense_tensor(tensor: torch.Tensor, where: str) -> None:
         layout = str(tensor.layout).replace("torch.", "")
         raise ClassWeightError(f"{where}: expected a dense tensor, but got layout {layout}; call .to_dense() first")
     if tensor.is_quantized:
-        raise ClassWeightError(f"{where}: expected integer labels, but got a quantized tensor of dtype {str(tensor.dtype).replace('torch.', '')}")
+        raise ClassWeightError(
+            f"{where}: expected integer labels, but got a quantized tensor of dtype {str(tensor.dtype).replace('torch.', '')}"
+        )
     if tensor.is_complex():
-        raise ClassWeightError(f"{where}: expected integer labels, but got dtype {str(tensor.dtype).replace('torch.', '')}")
+        raise ClassWeightError(
+            f"{where}: expected integer labels, but got dtype {str(tensor.dtype).replace('torch.', '')}"
+        )

@@ -16,15 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import ClassWeightError
-from ._sources import (
-    Chunk,
-    Shard,
-    Stream,
-    _one_line,
-    _rows_per_chunk,
-    _shard_rows,
-    check_label_dtype,
-)
+from ._stream import Chunk, Shard, Stream, _one_line, _rows_per_chunk, _shard_rows, check_label_dtype
 
 
 def is_zarr_array(source: Any) -> bool:

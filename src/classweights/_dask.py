@@ -20,15 +20,10 @@ import numpy as np
 import torch
 
 from ._checks import shown
+from ._chunk_counts import _count_chunk, _to_tensor
 from ._errors import ClassWeightError
-from ._sources import Chunk, check_label_dtype
-from .counting import (
-    LabelStats,
-    ProgressCallback,
-    _count_chunk,
-    _resolve_device,
-    _to_tensor,
-)
+from ._stream import Chunk, check_label_dtype
+from .counting import LabelStats, ProgressCallback, _resolve_device
 
 _WHERE = "dask array"
 
@@ -53,16 +48,24 @@ def count_dask_stats(
 ) -> LabelStats:
     """:func:`~classweights.count_label_stats` of a Dask array (options already checked by the caller)."""
     if distributed:
-        raise ClassWeightError("Expected distributed=False for a Dask array, but got True: Dask already spreads the counting over its workers")
+        raise ClassWeightError(
+            "Expected distributed=False for a Dask array, but got True: Dask already spreads the counting over its workers"
+        )
     if fingerprint:
-        raise ClassWeightError("fingerprint=True is not supported for a Dask array; compute it (.compute()) or save it to .npy first")
+        raise ClassWeightError(
+            "fingerprint=True is not supported for a Dask array; compute it (.compute()) or save it to .npy first"
+        )
     if key is not None:
         raise ClassWeightError(f"Expected key=None for a Dask array (it holds one array), but got {shown(key)}")
     if device is not None and _resolve_device(device, None).type != "cpu":
-        raise ClassWeightError(f"Expected device=None or 'cpu' for a Dask array (its blocks are counted by the workers), but got {shown(device)}")
+        raise ClassWeightError(
+            f"Expected device=None or 'cpu' for a Dask array (its blocks are counted by the workers), but got {shown(device)}"
+        )
     check_label_dtype(np.dtype(array.dtype), _WHERE)
     if any(math.isnan(d) for d in array.shape):
-        raise ClassWeightError(f"{_WHERE}: expected known chunk sizes, but got shape {array.shape}; call .compute_chunk_sizes() first")
+        raise ClassWeightError(
+            f"{_WHERE}: expected known chunk sizes, but got shape {array.shape}; call .compute_chunk_sizes() first"
+        )
 
     import dask
     import dask.array as da
@@ -100,11 +103,15 @@ def count_dask_stats(
         progress(samples, samples)  # once: the scheduler reports no progress back here
     total = int(counts.sum())
     if total == 0:
-        raise ClassWeightError(f"Expected at least one label to count, but every label in {_WHERE} equals ignore_index={ignore_index}")
+        raise ClassWeightError(
+            f"Expected at least one label to count, but every label in {_WHERE} equals ignore_index={ignore_index}"
+        )
     return LabelStats(counts, image_pixels, samples, total)
 
 
-def _count_block(block: Any, *, num_classes: int, ignore_index: int | None, presence: bool, size: int, block_info: Any = None) -> np.ndarray:
+def _count_block(
+    block: Any, *, num_classes: int, ignore_index: int | None, presence: bool, size: int, block_info: Any = None
+) -> np.ndarray:
     """Count one block in a worker: ``[counts, image pixels (with presence), labels]``, shaped ``[1, ..., 1, size]``."""
     data = np.asarray(block)
     ones = (1,) * data.ndim

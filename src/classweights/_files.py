@@ -42,7 +42,9 @@ def identity(info: os.stat_result) -> FileIdentity:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
-def open_regular(path: Any, *, what: str, existing: str, follow_symlinks: bool = True, blocking: bool = True) -> tuple[int, os.stat_result]:
+def open_regular(
+    path: Any, *, what: str, existing: str, follow_symlinks: bool = True, blocking: bool = True
+) -> tuple[int, os.stat_result]:
     """Open ``path`` read-only and return its descriptor and ``fstat``; raise unless it is a regular file.
 
     ``what`` names the file expected (``"a .npy or .npz file"``), ``existing``
@@ -69,7 +71,9 @@ def open_regular(path: Any, *, what: str, existing: str, follow_symlinks: bool =
         raise ClassWeightError(f"Expected {existing}, but {shown} does not exist") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP and not follow_symlinks:
-            raise ClassWeightError(f"Expected {what}, but {shown} is a symbolic link (links are not followed here)") from None
+            raise ClassWeightError(
+                f"Expected {what}, but {shown} is a symbolic link (links are not followed here)"
+            ) from None
         raise ClassWeightError(f"could not read {shown}: {exc.strerror or exc}") from None
     try:
         info = os.fstat(fd)

@@ -36,17 +36,10 @@ import numpy as np
 from ._errors import ClassWeightError
 from ._files import identity as file_identity
 from ._files import open_regular
-from ._sources import (
-    DEFAULT_CHUNK_SIZE,
-    Chunk,
-    Shard,
-    Stream,
-    _one_line,
-    _open_path,
-    _read_up_to,
-    _shard_rows,
-)
-from .counting import file_digest
+from ._fingerprint import file_digest
+from ._npfiles import _open_path
+from ._stream import DEFAULT_CHUNK_SIZE, Chunk, Shard, Stream, _one_line, _shard_rows
+from ._zip import _read_up_to
 
 SUFFIXES = (".png", ".tif", ".tiff", ".npy")
 _FORMATS = {".png": ["PNG"], ".tif": ["TIFF"], ".tiff": ["TIFF"]}  # a file is decoded only as what its name says
@@ -100,9 +93,13 @@ def list_images(path: str | os.PathLike[str]) -> list[str]:
         return found
     if kind == "folder":
         others = f" ({_files(len(names))} of other kinds)" if names else ""
-        raise ClassWeightError(f"Expected a folder of label images ({_LISTED}), but {text!r} is a directory with none in it{others}")
+        raise ClassWeightError(
+            f"Expected a folder of label images ({_LISTED}), but {text!r} is a directory with none in it{others}"
+        )
     others = f" (it matches {_files(len(names))} of other kinds)" if names else ""
-    raise ClassWeightError(f"Expected the glob pattern {text!r} to match label images ({_LISTED}), but it matches none{others}")
+    raise ClassWeightError(
+        f"Expected the glob pattern {text!r} to match label images ({_LISTED}), but it matches none{others}"
+    )
 
 
 def _files(n: int) -> str:
@@ -116,7 +113,9 @@ def _is_dir(entry: os.DirEntry[str]) -> bool:
         return False
 
 
-def image_stream(path: str | os.PathLike[str], *, key: str | int | None, shard: Shard | None, threads: int, keep_labels: bool) -> Stream:
+def image_stream(
+    path: str | os.PathLike[str], *, key: str | int | None, shard: Shard | None, threads: int, keep_labels: bool
+) -> Stream:
     """One chunk ``[1, H*W]`` per file of the folder or pattern ``path``; this rank's contiguous files with ``shard``.
 
     Without ``keep_labels``, an 8-bit image's chunk holds only its histogram
@@ -125,9 +124,11 @@ def image_stream(path: str | os.PathLike[str], *, key: str | int | None, shard: 
     """
     text = os.fspath(path)
     if key is not None:
-        raise ClassWeightError(f"key={key!r} picks an array inside a .npz file or a dataset item, but {text!r} names label images, one sample per file")
+        raise ClassWeightError(
+            f"key={key!r} picks an array inside a .npz file or a dataset item, but {text!r} names label images, one sample per file"
+        )
     files = list_images(text)
-    # Every file is a hash block of its own (see counting._LabelHasher.update_file), so shards of whole files suffice.
+    # Every file is a hash block of its own (see _fingerprint._LabelHasher.update_file), so shards of whole files suffice.
     lo, hi = _shard_rows(len(files), None if shard is None else Shard(shard.rank, shard.world), 0)
     mine = files[lo:hi]
     if any(not name.lower().endswith(".npy") for name in mine):
@@ -209,7 +210,9 @@ def read_image(name: str, keep_labels: bool = True) -> Chunk:
         histogram = _histogram(labels)
     # The fingerprint wants the labels: hash them here, on a decoding thread, rather than in the counting loop.
     digest = file_digest(labels) if keep_labels and labels is not None else None
-    return Chunk(None if labels is None else labels.reshape(1, -1), 0, where=repr(name), histogram=histogram, digest=digest)
+    return Chunk(
+        None if labels is None else labels.reshape(1, -1), 0, where=repr(name), histogram=histogram, digest=digest
+    )
 
 
 def _read_npy(name: str) -> np.ndarray:

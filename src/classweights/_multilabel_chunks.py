@@ -21,7 +21,7 @@ import torch
 
 from ._checks import check_positive_int, is_int, shown
 from ._errors import ClassWeightError
-from ._sources import DEFAULT_CHUNK_SIZE, Chunk, Shard, Stream, _shard_rows
+from ._stream import DEFAULT_CHUNK_SIZE, Chunk, Shard, Stream, _shard_rows
 
 _INDEX_ROW = (list, tuple, set, frozenset, range)  # what a sample of a label-index source may be
 _CHECK_BLOCK_BYTES = 1 << 20  # values wider than a byte are checked this many bytes at a time (cache-sized)
@@ -57,7 +57,9 @@ def count_multi_hot(chunk: Chunk, num_classes: int, where: str) -> tuple[np.ndar
     if chunk.lengths is not None:  # rows of a list column: multi-hot only if every row holds num_classes values
         wrong = chunk.lengths[chunk.lengths != num_classes]
         if wrong.size:
-            raise ClassWeightError(f"{where}: expected multi-hot rows of num_classes={num_classes} values, but a row holds {int(wrong[0])}")
+            raise ClassWeightError(
+                f"{where}: expected multi-hot rows of num_classes={num_classes} values, but a row holds {int(wrong[0])}"
+            )
         chunk = Chunk(chunk.data.reshape(len(chunk.lengths), num_classes), chunk.start)
     if chunk.sample_shape is not None and tuple(chunk.sample_shape) != (num_classes,):
         raise ClassWeightError(
@@ -81,10 +83,14 @@ def _as_numpy(data: np.ndarray | torch.Tensor, where: str) -> np.ndarray:
         try:
             data = tensor.numpy()
         except (TypeError, RuntimeError):
-            raise ClassWeightError(f"{where}: expected multi-hot targets of dtype bool, integer or float, but got dtype {str(tensor.dtype).replace('torch.', '')}") from None
+            raise ClassWeightError(
+                f"{where}: expected multi-hot targets of dtype bool, integer or float, but got dtype {str(tensor.dtype).replace('torch.', '')}"
+            ) from None
     dtype = data.dtype
     if dtype.hasobject or dtype.kind not in "biuf" or dtype.itemsize not in (1, 2, 4, 8):
-        raise ClassWeightError(f"{where}: expected multi-hot targets of dtype bool, integer or float (up to 64 bits), but got dtype {dtype}")
+        raise ClassWeightError(
+            f"{where}: expected multi-hot targets of dtype bool, integer or float (up to 64 bits), but got dtype {dtype}"
+        )
     if not dtype.isnative:
         data = data.astype(dtype.newbyteorder("="))
     return np.ascontiguousarray(data)
@@ -198,7 +204,9 @@ def index_list_stream(source: Sequence[Any], chunk_size: int | None, shard: Shar
     first, end = _shard_rows(len(source), shard, 0)
     for i in range(first, end):
         if not isinstance(source[i], _INDEX_ROW):
-            raise ClassWeightError(f"labels: expected sample {i} to be a list of label indices like sample 0, but got {type(source[i]).__name__}")
+            raise ClassWeightError(
+                f"labels: expected sample {i} to be a list of label indices like sample 0, but got {type(source[i]).__name__}"
+            )
     ends = np.cumsum(np.fromiter(map(len, source[first:end]), dtype=np.int64, count=end - first))
 
     def chunks() -> Iterator[Chunk]:

@@ -21,17 +21,8 @@ from typing import Any
 import numpy as np
 
 from ._errors import ClassWeightError
-from ._sources import (
-    RAGGED_HASH_ROWS,
-    Chunk,
-    Shard,
-    Stream,
-    _one_line,
-    _rows_per_chunk,
-    _shard_rows,
-    _SourceFile,
-    check_label_dtype,
-)
+from ._npfiles import _SourceFile
+from ._stream import RAGGED_HASH_ROWS, Chunk, Shard, Stream, _one_line, _rows_per_chunk, _shard_rows, check_label_dtype
 
 INSTALL_HINT = 'pip install "classweights[arrow]"'
 _FIRST_RAGGED_BATCH = 1024  # rows of the first batch of a list column, before its labels per row are known
@@ -95,7 +86,9 @@ def dataset_stream(dataset: Any, key: str | int | None, chunk_size: int, shard: 
     return Stream(_column_chunks(batches, chunk_size, where, seen), hi - lo, where, sharded=shard is not None)
 
 
-def parquet_stream(file: _SourceFile, path: Path, key: str | int | None, chunk_size: int, shard: Shard | None) -> Stream:
+def parquet_stream(
+    file: _SourceFile, path: Path, key: str | int | None, chunk_size: int, shard: Shard | None
+) -> Stream:
     """Stream column ``key`` of an open Parquet file, record batch by record batch.
 
     pyarrow reads through the descriptor that ``_open_path`` checked, so the
@@ -122,7 +115,9 @@ def parquet_stream(file: _SourceFile, path: Path, key: str | int | None, chunk_s
     def read(chosen: list[int], batch_rows: int, first: int) -> Iterator[tuple[Any, int]]:
         """The rows of the row groups ``chosen`` from row ``first`` on (and within this shard), ``batch_rows`` at a time."""
         row = starts[chosen[0]]
-        for batch in parquet.iter_batches(batch_size=batch_rows, row_groups=chosen, columns=[name], use_pandas_metadata=False):
+        for batch in parquet.iter_batches(
+            batch_size=batch_rows, row_groups=chosen, columns=[name], use_pandas_metadata=False
+        ):
             a, b = max(lo, first, row), min(hi, row + batch.num_rows)
             if b > a:
                 yield batch.column(0).slice(a - row, b - a), a
@@ -160,13 +155,17 @@ def _pick_column(names: list[str], key: str | int | None, where: str) -> str:
     if key is None:
         if len(names) == 1:
             return names[0]
-        raise ClassWeightError(f"{where} has {len(names)} columns; pass key= to name the label column, one of: {', '.join(names) or '(none)'}")
+        raise ClassWeightError(
+            f"{where} has {len(names)} columns; pass key= to name the label column, one of: {', '.join(names) or '(none)'}"
+        )
     if not isinstance(key, str):
         raise ClassWeightError(f"Expected key= to name a column of {where} (a string), but got {key!r}")
     if key not in names:
         raise ClassWeightError(f"key {key!r} not found in {where}; available columns: {', '.join(names) or '(none)'}")
     if names.count(key) > 1:  # Arrow allows it, but then no name says which column is meant
-        raise ClassWeightError(f"{where} has {names.count(key)} columns named {key!r}; expected one column of that name")
+        raise ClassWeightError(
+            f"{where} has {names.count(key)} columns named {key!r}; expected one column of that name"
+        )
     return key
 
 
@@ -206,10 +205,20 @@ class _Layout:
         if pa.types.is_boolean(t):
             return _Layout(1, 1)  # numpy's bool
         if pa.types.is_null(t):
-            raise ClassWeightError(f"{where}: expected integer labels, but the column holds only nulls (Arrow type null)")
-        if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t):
-            raise ClassWeightError(f"{where}: expected integer labels, but got Arrow type {t}; map string labels to integers first")
-        raise ClassWeightError(f"{where}: expected integer labels, but got Arrow type {t} (expected integers, bool or floats, or lists of them)")
+            raise ClassWeightError(
+                f"{where}: expected integer labels, but the column holds only nulls (Arrow type null)"
+            )
+        if (
+            pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or getattr(pa.types, "is_string_view", lambda _: False)(t)
+        ):
+            raise ClassWeightError(
+                f"{where}: expected integer labels, but got Arrow type {t}; map string labels to integers first"
+            )
+        raise ClassWeightError(
+            f"{where}: expected integer labels, but got Arrow type {t} (expected integers, bool or floats, or lists of them)"
+        )
 
 
 # -------------------------------------------------------------- batches ----
@@ -241,7 +250,9 @@ def _row_ranges(lo: int, hi: int, layout: _Layout, chunk_size: int, seen: _Seen)
         a = b
 
 
-def _column_chunks(batches: Iterator[tuple[Any, int]], chunk_size: int, where: str, seen: _Seen | None = None) -> Iterator[Chunk]:
+def _column_chunks(
+    batches: Iterator[tuple[Any, int]], chunk_size: int, where: str, seen: _Seen | None = None
+) -> Iterator[Chunk]:
     """Chunks of the column pieces ``(array, first_row)``; flat indices count the labels read so far."""
     seen = _Seen() if seen is None else seen
     flat = 0
@@ -260,14 +271,18 @@ def _column_chunks(batches: Iterator[tuple[Any, int]], chunk_size: int, where: s
             seen.labels += data.size
 
 
-def _fixed_chunks(data: np.ndarray, width: int, rows: int, first_row: int, flat: int, chunk_size: int) -> Iterator[Chunk]:
+def _fixed_chunks(
+    data: np.ndarray, width: int, rows: int, first_row: int, flat: int, chunk_size: int
+) -> Iterator[Chunk]:
     step = _rows_per_chunk(width, chunk_size)
     grid = data.reshape(rows, width)
     for a in range(0, rows, step):
         yield Chunk(grid[a : a + step], flat + a * width, locate=_fixed_locator(first_row + a, width))
 
 
-def _ragged_chunks(data: np.ndarray, offsets: np.ndarray, first_row: int, flat: int, chunk_size: int) -> Iterator[Chunk]:
+def _ragged_chunks(
+    data: np.ndarray, offsets: np.ndarray, first_row: int, flat: int, chunk_size: int
+) -> Iterator[Chunk]:
     rows = len(offsets) - 1
     a = 0
     while a < rows:
@@ -276,7 +291,12 @@ def _ragged_chunks(data: np.ndarray, offsets: np.ndarray, first_row: int, flat: 
         b = min(b, rows)
         bounds = offsets[a : b + 1]
         part = data[bounds[0] : bounds[-1]]
-        yield Chunk(part.reshape(1, -1), flat + int(bounds[0]), lengths=np.diff(bounds), locate=_ragged_locator(first_row + a, bounds - bounds[0]))
+        yield Chunk(
+            part.reshape(1, -1),
+            flat + int(bounds[0]),
+            lengths=np.diff(bounds),
+            locate=_ragged_locator(first_row + a, bounds - bounds[0]),
+        )
         a = b
 
 

@@ -9,19 +9,13 @@ memory stays bounded however large the dataset is.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import hashlib
-import json
 import os
-import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 
 from ._checks import (
@@ -32,15 +26,17 @@ from ._checks import (
     is_int,
     shown,
 )
+from ._chunk_counts import _count_chunk, _count_histogram, _on_device
 from ._errors import ClassWeightError
 from ._files import FileIdentity
-from ._sources import RAGGED_HASH_ROWS, Chunk, Shard, check_label_dtype, open_source
+from ._fingerprint import HASH_BLOCK_BYTES, _combine_digests, _hashed, _LabelHasher
+from ._ranks import _process_group_shard, _reduce_across_ranks
+from ._sources import open_source
+from ._stream import Chunk
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
-_NATIVE = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64}
 MAX_THREADS = 256  # each thread may hold two chunks; far more threads than cores only costs memory
-_DENSE_PRESENCE = 1 << 16  # per-image tables up to this many cells (beyond 4 per label) are dense; larger ones sparse
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
@@ -212,7 +208,10 @@ def count_label_stats(
         raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
     if progress is not None and not callable(progress):
         raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
-    presence, fingerprint, distributed = (check_flag(v, n) for v, n in ((presence, "presence"), (fingerprint, "fingerprint"), (distributed, "distributed")))
+    presence, fingerprint, distributed = (
+        check_flag(v, n)
+        for v, n in ((presence, "presence"), (fingerprint, "fingerprint"), (distributed, "distributed"))
+    )
     workers = _resolve_threads(num_threads)
     from ._dask import count_dask_stats, is_dask_array
 
@@ -243,7 +242,9 @@ def count_label_stats(
         chunks = stream.chunks if hasher is None else _hashed(stream.chunks, hasher)
         on_device = (_on_device(chunk, target, num_classes, stream.where) for chunk in chunks)
         # Chunks their reader counted (label images) are only added up here: threads would cost more than they save.
-        for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(work, on_device, 1 if stream.counted else workers):
+        for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(
+            work, on_device, 1 if stream.counted else workers
+        ):
             counts += chunk_counts
             if image_pixels is not None and chunk_pixels is not None:
                 image_pixels += chunk_pixels
@@ -257,7 +258,9 @@ def count_label_stats(
         failure = exc
     hashed = None if hasher is None else hasher.finish()
     if shard is not None:
-        counts, image_pixels, images, labels, hashed = _reduce_across_ranks(counts, image_pixels, images, labels, hashed, failure)
+        counts, image_pixels, images, labels, hashed = _reduce_across_ranks(
+            counts, image_pixels, images, labels, hashed, failure
+        )
         if shard.world > 1:
             where = f"{where} (all {shard.world} ranks)"
     digest = None if hashed is None else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images)
@@ -266,174 +269,10 @@ def count_label_stats(
         raise ClassWeightError(f"Expected at least one label, but {where} is empty")
     total = int(counts.sum())
     if total == 0:
-        raise ClassWeightError(f"Expected at least one label to count, but every label in {where} equals ignore_index={ignore_index}")
-    return LabelStats(counts, image_pixels, images, total, digest, identity)
-
-
-# --------------------------------------------------------- distributed ----
-
-
-def _process_group_shard(block_bytes: int | None) -> Shard:
-    """This rank's shard in the default process group, or a clear error if there is none."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
         raise ClassWeightError(
-            "Expected an initialised torch.distributed process group for distributed=True, but there is none "
-            "(call torch.distributed.init_process_group first, e.g. under torchrun, or pass distributed=False)"
+            f"Expected at least one label to count, but every label in {where} equals ignore_index={ignore_index}"
         )
-    return Shard(dist.get_rank(), dist.get_world_size(), block_bytes)
-
-
-def _reduce_across_ranks(
-    counts: torch.Tensor, image_pixels: torch.Tensor | None, images: int, labels: int, hashed: _LabelHasher | None,
-    failure: BaseException | None,
-) -> tuple[torch.Tensor, torch.Tensor | None, int, int, _LabelHasher | None]:
-    """Sum this rank's statistics with every other rank's; raise on all ranks if any rank failed."""
-    import torch.distributed as dist
-
-    c = counts.numel()
-    parts = [counts, image_pixels if image_pixels is not None else torch.zeros(0, dtype=torch.int64),
-             torch.tensor([labels, images, failure is not None], dtype=torch.int64)]  # fmt: skip
-    packed = torch.cat(parts)
-    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
-        packed = packed.to(torch.device("cuda", torch.cuda.current_device()))
-    dist.all_reduce(packed)
-    packed = packed.cpu()
-    if int(packed[-1]):
-        messages: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(messages, None if failure is None else str(failure))
-        if failure is not None:
-            raise failure
-        rank, message = next((r, m) for r, m in enumerate(messages) if m is not None)
-        raise ClassWeightError(f"counting failed on rank {rank}: {message}")
-    if hashed is not None:  # every rank's block digests, in rank order: the single-process fingerprint
-        shards: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, (hashed.blocks, hashed.dtype, hashed.per_sample))
-        hashed = _LabelHasher()
-        hashed.blocks = [block for blocks, _, _ in shards for block in blocks]
-        hashed.dtype, hashed.per_sample = next(((d, p) for _, d, p in shards if d is not None), (None, None))
-    pixels = packed[c : 2 * c] if image_pixels is not None else None
-    return packed[:c], pixels, int(packed[-2]), int(packed[-3]), hashed
-
-
-# --------------------------------------------------------- fingerprint ----
-
-
-HASH_BLOCK_BYTES = 1 << 24  # labels are hashed in blocks of whole samples of about 16 MiB
-
-
-class _LabelHasher:
-    """The labels' fingerprint: sha256 over the sha256 of each block of samples, then dtype and shape.
-
-    Hashing block by block lets ranks that read whole blocks each (see
-    ``_sources.Shard``) combine their digests into the same fingerprint a
-    single process computes. Fed in the reading thread while the pool counts
-    the previous chunk; hashlib releases the GIL on large buffers.
-
-    Samples of different lengths (ragged chunks) are hashed ``RAGGED_HASH_ROWS``
-    samples per block, their lengths beside their labels, and ``per_sample``
-    is ``"ragged"``.
-    """
-
-    def __init__(self) -> None:
-        self.blocks: list[str] = []
-        self.dtype: str | None = None
-        self.per_sample: int | str | None = None
-        self._block = hashlib.sha256()
-        self._lengths = hashlib.sha256()
-        self._rows_in_block = 0
-        self._block_rows = 0
-
-    def update(self, data: Any, lengths: np.ndarray | None = None) -> None:
-        if isinstance(data, torch.Tensor):
-            data = data.detach().cpu().contiguous()
-            dtype = str(data.dtype).replace("torch.", "")
-            raw = data.view(torch.uint8).numpy() if data.numel() else np.empty((data.shape[0], 0), np.uint8)
-        else:
-            data = np.ascontiguousarray(data)
-            dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
-            raw = data.astype(data.dtype.newbyteorder("<"), copy=False).view(np.uint8).reshape(data.shape[0], -1)
-        if lengths is not None:
-            self._update_ragged(dtype, raw.reshape(-1), np.asarray(lengths, dtype=np.int64))
-            return
-        if self.dtype is None:
-            self.dtype, self.per_sample = dtype, int(data.shape[1])
-            self._block_rows = max(1, HASH_BLOCK_BYTES // max(1, raw.shape[1]))
-        i = 0
-        while i < raw.shape[0]:
-            take = min(raw.shape[0] - i, self._block_rows - self._rows_in_block)
-            self._block.update(memoryview(raw[i : i + take]))
-            self._rows_in_block += take
-            i += take
-            if self._rows_in_block == self._block_rows:
-                self._close_block()
-
-    def _update_ragged(self, dtype: str, raw: np.ndarray, lengths: np.ndarray) -> None:
-        if self.dtype is None:
-            self.dtype, self.per_sample, self._block_rows = dtype, "ragged", RAGGED_HASH_ROWS
-        total = int(lengths.sum())
-        ends = np.cumsum(lengths) * (raw.size // total if total else 0)  # the byte after each sample
-        i = 0
-        while i < len(lengths):
-            take = min(len(lengths) - i, self._block_rows - self._rows_in_block)
-            lo, hi = int(ends[i - 1]) if i else 0, int(ends[i + take - 1])
-            self._lengths.update(memoryview(lengths[i : i + take].astype("<i8", copy=False)))
-            self._block.update(memoryview(raw[lo:hi]))
-            self._rows_in_block += take
-            i += take
-            if self._rows_in_block == self._block_rows:
-                self._close_block()
-
-    def update_file(self, data: np.ndarray | None, digest: str | None = None) -> None:
-        """One file of its own size (a label image): one block, its dtype and label count hashed with its labels.
-
-        Files may differ in size and dtype, so none of them sets ``dtype`` and
-        ``per_sample`` for the whole; a file is a block of its own, so shards
-        of whole files combine into the single-process fingerprint. ``digest``
-        is the block's digest if the reader already took it (``file_digest``).
-        """
-        self.blocks.append(digest if digest is not None else file_digest(data))
-        self.dtype = "per file"
-
-    def _close_block(self) -> None:
-        if self.per_sample == "ragged":  # the block's labels, and how they split into samples
-            self.blocks.append(hashlib.sha256(self._lengths.digest() + self._block.digest()).hexdigest())
-        else:
-            self.blocks.append(self._block.hexdigest())
-        self._block, self._lengths, self._rows_in_block = hashlib.sha256(), hashlib.sha256(), 0
-
-    def finish(self) -> _LabelHasher:
-        if self._rows_in_block:
-            self._close_block()
-        return self
-
-
-def file_digest(data: np.ndarray) -> str:
-    """The fingerprint block of one file's labels: sha256 of their dtype and number, then their bytes (little-endian)."""
-    data = np.ascontiguousarray(data)
-    dtype = data.dtype.newbyteorder("=").name if data.dtype.kind in "biuf" else str(data.dtype)
-    block = hashlib.sha256(json.dumps({"dtype": dtype, "labels": int(data.size)}, sort_keys=True).encode())
-    block.update(memoryview(data.astype(data.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)))
-    return block.hexdigest()
-
-
-def _combine_digests(blocks: list[str], dtype: str | None, per_sample: int | str | None, samples: int) -> str:
-    sha = hashlib.sha256(b"classweights-labels-v1\0")
-    for block in blocks:
-        sha.update(bytes.fromhex(block))
-    sha.update(json.dumps({"dtype": dtype, "samples": samples, "per_sample": per_sample}, sort_keys=True).encode())
-    return sha.hexdigest()
-
-
-def _hashed(chunks: Iterator[Chunk], hasher: _LabelHasher) -> Iterator[Chunk]:
-    for chunk in chunks:
-        yield chunk
-        # after the consumer has handed the chunk to a counting thread
-        if chunk.where is None:
-            hasher.update(chunk.data, chunk.lengths)
-        else:
-            hasher.update_file(chunk.data, chunk.digest)
+    return LabelStats(counts, image_pixels, images, total, digest, identity)
 
 
 # ------------------------------------------------------------- helpers ----
@@ -447,13 +286,17 @@ def _resolve_device(device: str | torch.device | None, source: Any) -> torch.dev
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as exc:
-        raise ClassWeightError(f"Expected `device` to be a torch device such as 'cpu' or 'cuda', but got {shown(device)} ({exc})") from None
+        raise ClassWeightError(
+            f"Expected `device` to be a torch device such as 'cpu' or 'cuda', but got {shown(device)} ({exc})"
+        ) from None
     if target.type == "meta":
         raise ClassWeightError(f"Expected `device` to be a device that holds data, but got {shown(device)}")
     try:  # a device this build or machine lacks fails here, not halfway through the data
         torch.empty(0, device=target)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError or others per backend
-        raise ClassWeightError(f"Expected `device` to be available, but {device!r} is not: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        raise ClassWeightError(
+            f"Expected `device` to be available, but {device!r} is not: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        ) from None
     return target
 
 
@@ -486,290 +329,3 @@ def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
     pool instead of waiting on threads that did not survive the fork.
     """
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"classweights-{pid}")
-
-
-def _on_device(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> Chunk:
-    """The chunk with its data as a tensor on ``device``; a chunk its reader counted stays as it is."""
-    if chunk.histogram is not None:
-        return chunk
-    return dataclasses.replace(chunk, data=_to_tensor(chunk, device, num_classes, chunk.where or where))
-
-
-def _to_tensor(chunk: Chunk, device: torch.device, num_classes: int, where: str) -> torch.Tensor:
-    data = chunk.data
-    if isinstance(data, np.ndarray):
-        check_label_dtype(data.dtype, where)
-        if not data.dtype.isnative:  # big-endian files: torch reads native byte order only
-            data = data.astype(data.dtype.newbyteorder("="))
-        if data.dtype.kind == "u" and data.dtype.itemsize > 1:
-            data = _widen_unsigned(data, chunk, num_classes, where)
-        data = np.ascontiguousarray(data)
-        if data.flags.writeable:
-            data = torch.from_numpy(data)
-        else:  # memory maps and file buffers: read-only, and never written here
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-                data = torch.from_numpy(data)
-    return data.to(device, non_blocking=True) if data.device != device else data
-
-
-def _widen_unsigned(data: np.ndarray, chunk: Chunk, num_classes: int, where: str) -> np.ndarray:
-    """uint16/32/64 -> int64, which torch can bincount; uint64 values past int64 are out of range anyway."""
-    if data.dtype.itemsize == 8:
-        big = data > np.iinfo(np.int64).max
-        if big.any():
-            i = int(np.flatnonzero(big.reshape(-1))[0])
-            raise _out_of_range(int(data.reshape(-1)[i]), _position(chunk, i), num_classes, where)
-    return data.astype(np.int64)
-
-
-def _position(chunk: Chunk, i: int) -> str:
-    """Where the ``i``-th label of ``chunk`` lies, for errors."""
-    return _located(chunk.start, chunk.locate, i)
-
-
-def _located(start: int, locate: Callable[[int], str] | None, i: int) -> str:
-    return locate(i) if locate is not None else f"flat index {start + i}"
-
-
-def _out_of_range(value: int, position: str, num_classes: int, where: str) -> ClassWeightError:
-    return ClassWeightError(
-        f"{where}: label {value} at {position} is out of range for "
-        f"num_classes={num_classes} (expected 0 <= label < {num_classes})"
-    )
-
-
-def _as_labels(x: torch.Tensor, start: int, num_classes: int, where: str, locate: Callable[[int], str] | None = None) -> torch.Tensor:
-    """Return an integer tensor torch can bincount, rejecting non-integer values (``locate``: see ``Chunk``)."""
-    if x.dtype in _NATIVE:
-        return x
-    if x.dtype == torch.bool:
-        return x.to(torch.uint8)
-    if x.is_floating_point():
-        flat = x.reshape(-1)
-        bad = ~torch.isfinite(flat) | (flat != torch.trunc(flat))
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            value = float(flat[i])
-            raise ClassWeightError(
-                f"{where}: label {value!r} at {_located(start, locate, i)} is not a class index "
-                f"(expected an integer in [0, {num_classes}))"
-            )
-        return x.to(torch.int64)
-    if x.dtype in (torch.uint16, torch.uint32):
-        return x.to(torch.int64)
-    if x.dtype == torch.uint64:
-        # torch has few kernels for uint64; a value past the int64 maximum has its top bit set, so its int64 view is negative
-        signed = x.view(torch.int64)
-        big = signed.reshape(-1) < 0
-        if bool(big.any()):
-            i = int(big.nonzero()[0])
-            raise _out_of_range(int(signed.reshape(-1)[i]) + (1 << 64), _located(start, locate, i), num_classes, where)
-        return signed
-    raise ClassWeightError(f"{where}: expected integer labels, but got dtype {str(x.dtype).replace('torch.', '')}")
-
-
-def _count_chunk(
-    chunk: Chunk,
-    num_classes: int,
-    ignore_index: int | None,
-    presence: bool,
-    where: str,
-) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-    """Counts, image pixels (with ``presence``), samples and labels of one chunk."""
-    x = _as_labels(chunk.data, chunk.start, num_classes, where, chunk.locate)
-    images, per_image = x.shape
-    if chunk.lengths is not None:  # samples of different lengths, side by side in one row
-        images = len(chunk.lengths)
-    if x.numel() == 0:
-        empty = torch.zeros(num_classes, dtype=torch.int64)
-        return empty, (empty.clone() if presence else None), images, 0
-    flat = x.reshape(-1)
-    if not presence and flat.dtype in (torch.uint8, torch.int8) and flat.device.type == "cpu":
-        counts = _count_bytes(flat, num_classes, ignore_index)
-        if counts is not None:
-            return counts, None, images, flat.numel()
-        # else: some label is out of range; the general path below finds and reports it
-
-    keep: torch.Tensor | None = None
-    lo, hi = (int(v) for v in torch.aminmax(flat))
-    if lo < 0 or hi >= num_classes:
-        # Compare only with values the dtype can hold: torch would wrap 128 to -128 for int8.
-        info = torch.iinfo(flat.dtype)
-        bad = flat < 0
-        if num_classes <= info.max:
-            bad |= flat >= num_classes
-        if ignore_index is not None and info.min <= ignore_index <= info.max:
-            keep = flat != ignore_index
-            bad &= keep
-        if bool(bad.any()):
-            i = int(bad.nonzero()[0])
-            raise _out_of_range(int(flat[i]), _position(chunk, i), num_classes, where)
-    drop_bin = ignore_index if ignore_index is not None and 0 <= ignore_index < num_classes else None
-
-    if not presence:
-        values = flat if keep is None else flat[keep]
-        counts = torch.bincount(values, minlength=num_classes)
-        if drop_bin is not None:
-            counts[drop_bin] = 0
-        return counts.cpu(), None, images, flat.numel()
-
-    # Per-image histogram: bin (row * C + label), so one bincount gives [images, C].
-    if chunk.lengths is None:
-        rows = torch.arange(images, device=flat.device).repeat_interleave(per_image)
-    else:
-        rows = torch.arange(images, device=flat.device).repeat_interleave(torch.as_tensor(chunk.lengths, device=flat.device))
-    ids = rows * num_classes + flat.to(torch.int64)
-    if keep is not None:
-        ids = ids[keep]
-    if images * num_classes > 4 * flat.numel() + _DENSE_PRESENCE:
-        # Many samples of few labels (1-D labels) and many classes: a dense [images, C] table would dwarf
-        # the chunk, so count only the (sample, class) pairs that occur.
-        counts, image_pixels = _sparse_presence(ids, images, num_classes, drop_bin)
-        return counts.cpu(), image_pixels.cpu(), images, flat.numel()
-    per_image_counts = torch.bincount(ids, minlength=images * num_classes).view(images, num_classes)
-    if drop_bin is not None:
-        per_image_counts[:, drop_bin] = 0
-    totals = per_image_counts.sum(dim=1, keepdim=True)
-    image_pixels = ((per_image_counts > 0) * totals).sum(dim=0)
-    return per_image_counts.sum(dim=0).cpu(), image_pixels.cpu(), images, flat.numel()
-
-
-def _count_histogram(
-    chunk: Chunk,
-    num_classes: int,
-    ignore_index: int | None,
-    presence: bool,
-    where: str,
-) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-    """:func:`_count_chunk` for a chunk whose reader took the histogram of each row (``chunk.histogram``).
-
-    Runs once per image in the reading thread, so it keeps to a few numpy calls on ``[B, K]``.
-    """
-    histogram = chunk.histogram
-    images, values = histogram.shape
-    if values > num_classes:
-        ignored = num_classes <= (ignore_index if ignore_index is not None else -1) < values
-        stray = int(histogram[:, num_classes:].sum()) - (int(histogram[:, ignore_index].sum()) if ignored else 0)
-        if stray:  # the labels themselves may not be at hand: name the value and how often it occurs
-            seen = np.flatnonzero(histogram[:, num_classes:].any(axis=0)) + num_classes
-            value = int(seen[seen != ignore_index][0])
-            raise ClassWeightError(
-                f"{where}: label {value} is out of range for num_classes={num_classes} (expected 0 <= label < {num_classes}); "
-                f"{int(histogram[:, value].sum())} labels have it"
-            )
-    kept = histogram[:, :num_classes]
-    if ignore_index is not None and 0 <= ignore_index < kept.shape[1]:
-        kept = kept.copy()
-        kept[:, ignore_index] = 0
-    counts = np.zeros(num_classes, np.int64)
-    counts[: kept.shape[1]] = kept.sum(axis=0)
-    image_pixels = None
-    if presence:
-        image_pixels = np.zeros(num_classes, np.int64)
-        image_pixels[: kept.shape[1]] = ((kept > 0) * kept.sum(axis=1, keepdims=True)).sum(axis=0)
-    labels = int(histogram.sum())
-    return torch.from_numpy(counts), None if image_pixels is None else torch.from_numpy(image_pixels), images, labels
-
-
-def _sparse_presence(ids: torch.Tensor, images: int, num_classes: int, drop_bin: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Counts and image pixels from the ids ``row * C + label``, in memory proportional to the labels."""
-    pairs, occurrences = torch.unique(ids, return_counts=True)
-    rows, classes = pairs // num_classes, pairs % num_classes
-    if drop_bin is not None:
-        kept = classes != drop_bin
-        rows, classes, occurrences = rows[kept], classes[kept], occurrences[kept]
-    totals = torch.zeros(images, dtype=torch.int64, device=ids.device).index_add_(0, rows, occurrences)
-    counts = torch.zeros(num_classes, dtype=torch.int64, device=ids.device).index_add_(0, classes, occurrences)
-    image_pixels = torch.zeros(num_classes, dtype=torch.int64, device=ids.device).index_add_(0, classes, totals[rows])
-    return counts, image_pixels
-
-
-# ----------------------------------------------------- one-byte labels ----
-# uint8/int8 labels (ARC grids, most segmentation masks) take a faster path.
-#
-# torch.bincount is slow on such data not for lack of bandwidth but because
-# consecutive labels are mostly the same (93% background): every increment of
-# the same bin waits for the previous one. So the bytes are read as int64 words
-# of four int16 pairs, and while every label is below 64 (bits 6 and 7 of each
-# byte are free) each pair position in the word gets its own tag in those bits
-# by one XOR. A run of background then spreads over four bins, one bincount over
-# 2**15 bins handles two labels per element, and the tags and pairs fold back
-# into a histogram of byte values. Labels of 64-127 use pairs without tags;
-# anything else uses a plain bincount of bytes. The byte histogram also shows
-# every out-of-range value, so no separate min/max pass is needed.
-
-_PAIR_TAGS = 0x40C0_4080_4040_0000  # XOR tags of the four int16 pairs of a little-endian word
-_TAG_BLOCK = 1 << 19  # int64 words tagged at a time (4 MiB): one buffer, reused
-_LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
-    """How often each byte value 0-255 occurs in the 1-D uint8 tensor ``flat``."""
-    histogram = torch.zeros(256, dtype=torch.int64)
-    if flat.numel() == 0:
-        return histogram
-    top = int(flat.max())  # a read-only reduction: cheaper than masking the words
-    done = 0
-    words = _as_words(flat) if _LITTLE_ENDIAN and top < 64 else None
-    if words is not None:  # every label < 64: bits 6-7 of each byte are free for the tags
-        table = torch.zeros(1 << 15, dtype=torch.int64)
-        tagged = torch.empty(min(words.numel(), _TAG_BLOCK), dtype=torch.int64)  # reused: no page faults per block
-        for lo in range(0, words.numel(), _TAG_BLOCK):
-            block = tagged[: min(_TAG_BLOCK, words.numel() - lo)]
-            torch.bitwise_xor(words[lo : lo + block.numel()], _PAIR_TAGS, out=block)
-            table += torch.bincount(block.view(torch.int16), minlength=1 << 15)[: 1 << 15]
-        # [bit 14, high byte bits 0-5, low byte bits 6-7, low byte bits 0-5]: drop the tag axes
-        pairs = table.view(2, 64, 4, 64).sum(dim=(0, 2))
-        histogram[:64] += pairs.sum(dim=0) + pairs.sum(dim=1)
-        done = words.numel() * 8
-    rest = flat[done:]
-    if rest.numel() >= 2:
-        even = rest.numel() - rest.numel() % 2
-        pairs16 = _as_pairs(rest[:even]) if top < 128 else None
-        if pairs16 is not None:  # every high byte < 128, so the int16 values are >= 0
-            table = torch.bincount(pairs16, minlength=1 << 15)[: 1 << 15].view(128, 256)
-            histogram += table.sum(dim=0)
-            histogram[:128] += table.sum(dim=1)
-        else:
-            histogram += torch.bincount(rest[:even], minlength=256)
-        done += even
-    if done < flat.numel():
-        histogram[int(flat[-1])] += 1
-    return histogram
-
-
-def _as_words(flat: torch.Tensor) -> torch.Tensor | None:
-    """The leading multiple of 8 bytes of ``flat`` as int64, or None (too short, or misaligned)."""
-    n = flat.numel() - flat.numel() % 8
-    if n == 0:
-        return None
-    try:
-        return flat[:n].view(torch.int64)
-    except RuntimeError:
-        return None
-
-
-def _as_pairs(flat: torch.Tensor) -> torch.Tensor | None:
-    try:
-        return flat.view(torch.int16)
-    except RuntimeError:  # an odd storage offset cannot be viewed as int16
-        return None
-
-
-def _count_bytes(flat: torch.Tensor, num_classes: int, ignore_index: int | None) -> torch.Tensor | None:
-    """Counts of uint8/int8 labels, or ``None`` if some label is out of range (and not ignored)."""
-    signed = flat.dtype == torch.int8
-    histogram = _byte_histogram(flat.view(torch.uint8) if signed else flat)
-    valid = min(num_classes, 128 if signed else 256)  # byte values that are class labels
-    stray = histogram.clone()
-    stray[:valid] = 0
-    if ignore_index is not None and (-128 if signed else 0) <= ignore_index < (128 if signed else 256):
-        stray[ignore_index & 0xFF] = 0
-    if bool(stray.any()):
-        return None
-    counts = torch.zeros(num_classes, dtype=torch.int64)
-    counts[:valid] = histogram[:valid]
-    if ignore_index is not None and 0 <= ignore_index < num_classes:
-        counts[ignore_index] = 0
-    return counts

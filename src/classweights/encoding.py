@@ -73,7 +73,9 @@ def encode_labels(y: Any, classes: Sequence[Hashable] | None = None) -> tuple[np
     outside = np.flatnonzero(lookup < 0)
     if outside.size:
         labels_outside = int(np.isin(inverse, outside).sum())
-        names = ", ".join(shown(uniques[i], 30) for i in outside[:_SHOWN_VALUES]) + (", ..." if outside.size > _SHOWN_VALUES else "")
+        names = ", ".join(shown(uniques[i], 30) for i in outside[:_SHOWN_VALUES]) + (
+            ", ..." if outside.size > _SHOWN_VALUES else ""
+        )
         raise ClassWeightError(
             f"Expected every label to be one of the {len(wanted)} `classes`, but {labels_outside} "
             f"{'label takes' if labels_outside == 1 else 'labels take'} {outside.size} other value{'s' if outside.size != 1 else ''}: {names}"
@@ -82,7 +84,9 @@ def encode_labels(y: Any, classes: Sequence[Hashable] | None = None) -> tuple[np
     return codes.reshape(values.shape), wanted
 
 
-def class_weight_dict(y: Any, method: str = "balanced", *, classes: Sequence[Hashable] | None = None, **params: Any) -> dict[Any, float]:
+def class_weight_dict(
+    y: Any, method: str = "balanced", *, classes: Sequence[Hashable] | None = None, **params: Any
+) -> dict[Any, float]:
     """A ``{label: weight}`` dict for scikit-learn's ``class_weight=`` parameter.
 
     ``method="balanced"`` (the default) is scikit-learn's formula,
@@ -128,7 +132,9 @@ def class_weight_dict(y: Any, method: str = "balanced", *, classes: Sequence[Has
         {-1: 0.6667, 1: 1.3333}
     """
     if "ignore_index" in params:
-        raise ClassWeightError("Expected no `ignore_index` for class_weight_dict (it numbers classes, not labels), but got one; drop those labels from `y`")
+        raise ClassWeightError(
+            "Expected no `ignore_index` for class_weight_dict (it numbers classes, not labels), but got one; drop those labels from `y`"
+        )
     codes, found = encode_labels(y, classes)
     if codes.size == 0:
         raise ClassWeightError("Expected at least one label, but `y` is empty")
@@ -136,7 +142,9 @@ def class_weight_dict(y: Any, method: str = "balanced", *, classes: Sequence[Has
     if method == "balanced" and not params:
         absent = [c for c, n in zip(found, counts.tolist()) if n == 0]
         if absent:
-            names = ", ".join(shown(c, 30) for c in absent[:_SHOWN_VALUES]) + (", ..." if len(absent) > _SHOWN_VALUES else "")
+            names = ", ".join(shown(c, 30) for c in absent[:_SHOWN_VALUES]) + (
+                ", ..." if len(absent) > _SHOWN_VALUES else ""
+            )
             raise ClassWeightError(
                 f"Expected every class of `classes` to occur in `y` for method 'balanced' (scikit-learn requires it too), "
                 f"but {len(absent)} {'does' if len(absent) == 1 else 'do'} not: {names}; leave them out of `classes` or pick another method"
@@ -166,7 +174,9 @@ def _as_labels(y: Any) -> np.ndarray:
             raise ClassWeightError("Expected `y` to be plain labels, but got a masked array; pass .compressed()")
         array = y
     elif isinstance(y, (str, bytes, Mapping, set, frozenset)) or not _iterable(y):
-        raise ClassWeightError(f"Expected `y` to be a sequence of labels (a list, an array or a tensor), but got {shown(y)} of type {type(y).__name__}")
+        raise ClassWeightError(
+            f"Expected `y` to be a sequence of labels (a list, an array or a tensor), but got {shown(y)} of type {type(y).__name__}"
+        )
     elif _array_like(y):  # pandas Series, xarray and others that numpy converts element for element
         array = np.asarray(y)
     else:
@@ -175,7 +185,9 @@ def _as_labels(y: Any) -> np.ndarray:
         raise ClassWeightError(f"Expected `y` to be a sequence of labels, but got a single value {shown(array.item())}")
     if array.dtype.kind in "fc" and array.size and bool(np.isnan(array).any()):
         i = int(np.flatnonzero(np.isnan(array.reshape(-1)))[0])
-        raise ClassWeightError(f"Expected labels, but label {i} (flat index) is NaN (a missing value, which no class equals)")
+        raise ClassWeightError(
+            f"Expected labels, but label {i} (flat index) is NaN (a missing value, which no class equals)"
+        )
     if array.dtype.kind == "V":
         raise ClassWeightError(f"Expected `y` to hold labels, but got the structured dtype {array.dtype}")
     return array
@@ -220,7 +232,9 @@ def _unique(flat: np.ndarray, *, sort: bool) -> tuple[list[Any], np.ndarray]:
         try:
             first.setdefault(value, len(first))
         except TypeError:
-            raise ClassWeightError(f"Expected hashable labels, but label {i} is {shown(value)} of type {type(value).__name__}") from None
+            raise ClassWeightError(
+                f"Expected hashable labels, but label {i} is {shown(value)} of type {type(value).__name__}"
+            ) from None
         if isinstance(value, (float, np.floating)) and math.isnan(value):
             raise ClassWeightError(f"Expected labels, but label {i} is NaN (a missing value, which no class equals)")
     uniques = list(first)
@@ -253,16 +267,22 @@ def _check_classes(classes: Any) -> list[Any]:
     elif isinstance(classes, (list, tuple)):
         items = [_plain(v) for v in classes]
     else:
-        raise ClassWeightError(f"Expected `classes` to be a list, a tuple, an array or None, but got {type(classes).__name__}")
+        raise ClassWeightError(
+            f"Expected `classes` to be a list, a tuple, an array or None, but got {type(classes).__name__}"
+        )
     seen: dict[Any, int] = {}
     for value in items:
         try:
             seen[value] = seen.get(value, 0) + 1
         except TypeError:
-            raise ClassWeightError(f"Expected hashable `classes`, but got {shown(value)} of type {type(value).__name__}") from None
+            raise ClassWeightError(
+                f"Expected hashable `classes`, but got {shown(value)} of type {type(value).__name__}"
+            ) from None
         if isinstance(value, float) and math.isnan(value):
             raise ClassWeightError("Expected `classes` to be values labels can equal, but got NaN")
     repeated = [v for v, n in seen.items() if n > 1]
     if repeated:
-        raise ClassWeightError(f"Expected each class once in `classes`, but {shown(repeated[0])} appears {seen[repeated[0]]} times")
+        raise ClassWeightError(
+            f"Expected each class once in `classes`, but {shown(repeated[0])} appears {seen[repeated[0]]} times"
+        )
     return items

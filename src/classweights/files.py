@@ -19,7 +19,8 @@ import numpy as np
 
 from ._errors import ClassWeightError
 from ._files import FileIdentity
-from ._sources import DEFAULT_CHUNK_SIZE, _open_path
+from ._npfiles import _open_path
+from ._stream import DEFAULT_CHUNK_SIZE
 
 
 @dataclass(frozen=True)

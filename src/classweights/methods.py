@@ -169,9 +169,13 @@ def median_frequency(counts: torch.Tensor, *, smooth: float, image_pixels: Any =
         )
     pixels = _as_float64(image_pixels, "image_pixels")
     if pixels.shape != counts.shape:
-        raise ClassWeightError(f"Expected `image_pixels` to have shape {list(counts.shape)}, but got {list(pixels.shape)}")
+        raise ClassWeightError(
+            f"Expected `image_pixels` to have shape {list(counts.shape)}, but got {list(pixels.shape)}"
+        )
     if bool(((pixels < counts) & (counts > 0)).any()):
-        raise ClassWeightError("Expected `image_pixels` >= `counts` for every class, but some class has fewer image pixels than labels")
+        raise ClassWeightError(
+            "Expected `image_pixels` >= `counts` for every class, but some class has fewer image pixels than labels"
+        )
     present = counts > 0
     frequency = torch.where(present, counts / pixels.clamp(min=1), torch.nan)
     return torch.quantile(frequency[present], 0.5) / frequency if bool(present.any()) else torch.ones_like(counts)
@@ -261,7 +265,10 @@ def weights_from_counts(
         if n.numel() == 1:
             raise ClassWeightError(f"Expected a class besides ignore_index={ignore_index}, but there is only one class")
         keep = classes != ignore_index
-        params = {k: (_as_float64(v, k)[keep] if k == "image_pixels" and v is not None else v) for k, v in method_params.items()}
+        params = {
+            k: (_as_float64(v, k)[keep] if k == "image_pixels" and v is not None else v)
+            for k, v in method_params.items()
+        }
         weights = torch.zeros(n.numel(), dtype=torch.float64)
         weights[keep] = _weigh(function, method, n[keep], classes[keep], smooth, normalize, clip, params)
     else:
@@ -297,7 +304,9 @@ def _as_float32(weights: torch.Tensor, keep: torch.Tensor, method: str) -> torch
     return single
 
 
-def _fill_zero_count_classes(weights: torch.Tensor, counts: torch.Tensor, method: str, classes: torch.Tensor) -> torch.Tensor:
+def _fill_zero_count_classes(
+    weights: torch.Tensor, counts: torch.Tensor, method: str, classes: torch.Tensor
+) -> torch.Tensor:
     """Apply the zero-count policy and reject anything else that is not finite and positive."""
     if weights.shape != counts.shape:
         raise ClassWeightError(f"method {method!r} returned shape {list(weights.shape)}, expected {list(counts.shape)}")
@@ -325,7 +334,9 @@ def _as_float64(values: Any, name: str) -> torch.Tensor:
     try:
         array = np.asarray(values)
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise ClassWeightError(f"Expected `{name}` to be a sequence of numbers, but got {type(values).__name__} ({exc})") from None
+        raise ClassWeightError(
+            f"Expected `{name}` to be a sequence of numbers, but got {type(values).__name__} ({exc})"
+        ) from None
     if array.dtype.kind not in "biuf":  # object (ragged, huge ints), strings, complex, dates
         raise ClassWeightError(f"Expected `{name}` to be numeric, but got dtype {array.dtype}")
     return torch.from_numpy(array.astype(np.float64))

@@ -41,14 +41,10 @@ from ._multilabel_chunks import (
     is_index_lists,
     release,
 )
-from ._sources import Chunk, open_source
-from .counting import (
-    ProgressCallback,
-    _ordered_map,
-    _process_group_shard,
-    _reduce_across_ranks,
-    _resolve_threads,
-)
+from ._ranks import _process_group_shard, _reduce_across_ranks
+from ._sources import open_source
+from ._stream import Chunk
+from .counting import ProgressCallback, _ordered_map, _resolve_threads
 
 _NAMED_CLASSES = 10  # classes a warning lists by number; the rest are counted
 
@@ -181,7 +177,9 @@ def count_multilabel(
     try:
         if is_index_lists(source):
             if key is not None:
-                raise ClassWeightError(f"key={key!r} picks the targets of a file, mapping or dataset, but the source is lists of label indices")
+                raise ClassWeightError(
+                    f"key={key!r} picks the targets of a file, mapping or dataset, but the source is lists of label indices"
+                )
             stream = index_list_stream(source, chunk_size, shard)
             count_chunk = count_index_lists
         else:
@@ -210,7 +208,9 @@ def count_multilabel(
             raise
         failure = exc
     if shard is not None:
-        positives, _, samples, _, _ = _reduce_across_ranks(positives, None, samples, samples * num_classes, None, failure)
+        positives, _, samples, _, _ = _reduce_across_ranks(
+            positives, None, samples, samples * num_classes, None, failure
+        )
         if shard.world > 1:
             where = f"{where} (all {shard.world} ranks)"
     if samples == 0:
@@ -274,9 +274,13 @@ def pos_weight(
     if isinstance(source_or_counts, MultilabelCounts):
         counts = source_or_counts
         if num_classes is not None and check_num_classes(num_classes) != counts.positives.numel():
-            raise ClassWeightError(f"Expected `num_classes` to be {counts.positives.numel()}, the classes of the counts, but got {num_classes!r}")
+            raise ClassWeightError(
+                f"Expected `num_classes` to be {counts.positives.numel()}, the classes of the counts, but got {num_classes!r}"
+            )
     elif num_classes is None:
-        raise ClassWeightError("Expected `num_classes` when `source_or_counts` is a source to count (only MultilabelCounts carry their own), but got None")
+        raise ClassWeightError(
+            "Expected `num_classes` when `source_or_counts` is a source to count (only MultilabelCounts carry their own), but got None"
+        )
     else:
         counts = None
     smooth = check_finite(smooth, "smooth", "a finite number >= 0")
@@ -299,7 +303,11 @@ def pos_weight(
         fill = float(weights[seen].max()) if bool(seen.any()) else float(n)
         weights = weights.masked_fill(never, fill)
         names, one = _classes(never)
-        source = "the largest of the classes with positives" if bool(seen.any()) else "the number of samples (no class has a positive)"
+        source = (
+            "the largest of the classes with positives"
+            if bool(seen.any())
+            else "the number of samples (no class has a positive)"
+        )
         warnings.warn(
             f"{names} {'has' if one else 'have'} no positive sample, so {'its' if one else 'their'} pos_weight is set to "
             f"{fill:g}, {source}; pass smooth > 0 to use the formula instead",
@@ -353,10 +361,16 @@ def _as_int64(values: Any) -> torch.Tensor:
         try:
             array = np.asarray(values)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise ClassWeightError(f"Expected `positives` to be a 1-D sequence of integers, but got {type(values).__name__} ({exc})") from None
+            raise ClassWeightError(
+                f"Expected `positives` to be a 1-D sequence of integers, but got {type(values).__name__} ({exc})"
+            ) from None
         if array.dtype.kind not in "iu" and not (array.size == 0 and array.dtype.kind == "f"):
-            raise ClassWeightError(f"Expected `positives` to be a 1-D sequence of integers, but got dtype {array.dtype}")
+            raise ClassWeightError(
+                f"Expected `positives` to be a 1-D sequence of integers, but got dtype {array.dtype}"
+            )
         tensor = torch.from_numpy(array.astype(np.int64))
     if tensor.dtype.is_floating_point or tensor.is_complex() or tensor.dtype == torch.bool or tensor.ndim != 1:
-        raise ClassWeightError(f"Expected `positives` to be a 1-D sequence of integers, but got {tensor.dtype} of shape {list(tensor.shape)}")
+        raise ClassWeightError(
+            f"Expected `positives` to be a 1-D sequence of integers, but got {tensor.dtype} of shape {list(tensor.shape)}"
+        )
     return tensor.to(torch.int64)

@@ -10,7 +10,16 @@ from .counting import LabelStats, count_label_stats
 from .methods import check_method, needs_image_pixels, weights_from_counts
 from .validation import validate_weights
 
-_COUNT_OPTIONS = ("ignore_index", "key", "chunk_size", "num_threads", "device", "progress", "fingerprint", "distributed")
+_COUNT_OPTIONS = (
+    "ignore_index",
+    "key",
+    "chunk_size",
+    "num_threads",
+    "device",
+    "progress",
+    "fingerprint",
+    "distributed",
+)
 
 
 def compute_class_weights(
@@ -71,5 +80,7 @@ def count_and_weigh(
     if presence:
         kwargs.setdefault("image_pixels", stats.image_pixels)
     ignore_index = count_options.get("ignore_index")
-    weights = weights_from_counts(stats.counts, method, smooth=smooth, normalize=normalize, ignore_index=ignore_index, **kwargs)
+    weights = weights_from_counts(
+        stats.counts, method, smooth=smooth, normalize=normalize, ignore_index=ignore_index, **kwargs
+    )
     return stats, validate_weights(weights, num_classes)

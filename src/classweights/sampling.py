@@ -32,9 +32,10 @@ from ._checks import (
     check_positive_int,
     shown,
 )
+from ._chunk_counts import _as_labels, _count_chunk, _to_tensor
 from ._errors import ClassWeightError
-from ._sources import Chunk, open_source
-from .counting import _as_labels, _count_chunk, _to_tensor
+from ._sources import open_source
+from ._stream import Chunk
 from .methods import check_method, needs_image_pixels, weights_from_counts
 from .validation import validate_weights
 
@@ -129,7 +130,9 @@ def sample_weights(
     if weights is not None:
         if method != "inverse" or method_params:
             given = [f"method={method!r}"] * (method != "inverse") + sorted(method_params)
-            raise ClassWeightError(f"Expected either `weights` or a method with its parameters, but got both (weights= and {', '.join(given)})")
+            raise ClassWeightError(
+                f"Expected either `weights` or a method with its parameters, but got both (weights= and {', '.join(given)})"
+            )
         table = validate_weights(weights, num_classes).cpu()
         samples = read_samples(labels, num_classes, ignore_index=ignore_index, key=key)
     else:
@@ -203,7 +206,9 @@ def make_sampler(
         )
     drawable = int((weights > 0).sum())
     if drawable == 0:
-        raise ClassWeightError(f"Expected some sample to have a positive weight, but all {weights.numel()} samples have weight 0")
+        raise ClassWeightError(
+            f"Expected some sample to have a positive weight, but all {weights.numel()} samples have weight 0"
+        )
     num_samples = weights.numel() if num_samples is None else num_samples
     if not replacement and num_samples > drawable:
         raise ClassWeightError(
@@ -225,7 +230,9 @@ class Samples:
     num_samples: int
 
 
-def read_samples(labels: Any, num_classes: int, *, ignore_index: int | None, key: str | int | None, presence: bool = False) -> Samples:
+def read_samples(
+    labels: Any, num_classes: int, *, ignore_index: int | None, key: str | int | None, presence: bool = False
+) -> Samples:
     """Read ``labels`` once, checking and counting each chunk as :func:`~classweights.count_labels` does, and keep it.
 
     Keeping the chunks is what lets a file or an iterable be read only once:
@@ -246,9 +253,17 @@ def read_samples(labels: Any, num_classes: int, *, ignore_index: int | None, key
                 raise ClassWeightError(
                     f"{stream.where}: expected samples of one length for per-sample weights, but its rows hold {int(lengths[0])} and {other} labels"
                 )
-            chunk = Chunk(chunk.data.reshape(len(lengths), int(lengths[0]) if lengths.size else 0), chunk.start, locate=chunk.locate)
-        data = _as_labels(_to_tensor(chunk, cpu, num_classes, stream.where), chunk.start, num_classes, stream.where, chunk.locate)
-        chunk_counts, chunk_pixels, chunk_samples, chunk_labels = _count_chunk(Chunk(data, chunk.start, locate=chunk.locate), num_classes, ignore_index, presence, stream.where)
+            chunk = Chunk(
+                chunk.data.reshape(len(lengths), int(lengths[0]) if lengths.size else 0),
+                chunk.start,
+                locate=chunk.locate,
+            )
+        data = _as_labels(
+            _to_tensor(chunk, cpu, num_classes, stream.where), chunk.start, num_classes, stream.where, chunk.locate
+        )
+        chunk_counts, chunk_pixels, chunk_samples, chunk_labels = _count_chunk(
+            Chunk(data, chunk.start, locate=chunk.locate), num_classes, ignore_index, presence, stream.where
+        )
         counts += chunk_counts
         if pixels is not None and chunk_pixels is not None:
             pixels += chunk_pixels
@@ -258,17 +273,25 @@ def read_samples(labels: Any, num_classes: int, *, ignore_index: int | None, key
     if numel == 0:
         raise ClassWeightError(f"Expected at least one label, but {stream.where} is empty")
     if int(counts.sum()) == 0:
-        raise ClassWeightError(f"Expected at least one label to count, but every label in {stream.where} equals ignore_index={ignore_index}")
+        raise ClassWeightError(
+            f"Expected at least one label to count, but every label in {stream.where} equals ignore_index={ignore_index}"
+        )
     return Samples(chunks, counts, pixels, samples)
 
 
-def reduce_per_sample(chunks: list[torch.Tensor], table: torch.Tensor, *, ignore_index: int | None, reduce: Reduce) -> torch.Tensor:
+def reduce_per_sample(
+    chunks: list[torch.Tensor], table: torch.Tensor, *, ignore_index: int | None, reduce: Reduce
+) -> torch.Tensor:
     """float32 ``[N]``: ``reduce`` of ``table[label]`` over each sample's labels that are not ``ignore_index`` (0 if none)."""
     table = table.to(torch.float64)  # per-sample means are taken in float64, then rounded once
-    return torch.cat([part for chunk in chunks for part in _reduce_chunk(chunk, table, ignore_index, reduce)]).to(torch.float32)
+    return torch.cat([part for chunk in chunks for part in _reduce_chunk(chunk, table, ignore_index, reduce)]).to(
+        torch.float32
+    )
 
 
-def _reduce_chunk(chunk: torch.Tensor, table: torch.Tensor, ignore_index: int | None, reduce: Reduce) -> Iterator[torch.Tensor]:
+def _reduce_chunk(
+    chunk: torch.Tensor, table: torch.Tensor, ignore_index: int | None, reduce: Reduce
+) -> Iterator[torch.Tensor]:
     samples, per_sample = chunk.shape
     if per_sample == 0:  # dataset items that hold no labels
         yield torch.zeros(samples, dtype=torch.float64)

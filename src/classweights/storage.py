@@ -96,7 +96,9 @@ def read_small_file(path: str | os.PathLike[str], *, max_bytes: int, follow_syml
     return _read_small(path, max_bytes, follow_symlinks, what="a regular file", existing="an existing file")
 
 
-def _read_small(path: str | os.PathLike[str], max_bytes: int, follow_symlinks: bool, *, what: str, existing: str) -> bytes:
+def _read_small(
+    path: str | os.PathLike[str], max_bytes: int, follow_symlinks: bool, *, what: str, existing: str
+) -> bytes:
     fd, info = open_regular(path, what=what, existing=existing, follow_symlinks=follow_symlinks)
     try:
         shown = repr(os.fspath(path))
@@ -115,7 +117,9 @@ def _read_small(path: str | os.PathLike[str], max_bytes: int, follow_symlinks: b
     finally:
         os.close(fd)
     if left <= 0:
-        raise ClassWeightError(f"Expected {shown} to be at most {max_bytes} bytes, but it grew past that while it was read")
+        raise ClassWeightError(
+            f"Expected {shown} to be at most {max_bytes} bytes, but it grew past that while it was read"
+        )
     return b"".join(parts)
 
 
@@ -180,7 +184,9 @@ def save_class_weights(weights: Any, path: str | os.PathLike[str], **metadata: A
     record["sha256"] = _checksum(record)
     data = (json.dumps(record, indent=2, allow_nan=False) + "\n").encode("utf-8")
     if len(data) > MAX_WEIGHTS_FILE_BYTES:  # never write a file that load_class_weights would refuse
-        raise ClassWeightError(f"Expected the weights file to be at most MAX_WEIGHTS_FILE_BYTES={MAX_WEIGHTS_FILE_BYTES} bytes, but it would be {len(data)} (too much metadata?)")
+        raise ClassWeightError(
+            f"Expected the weights file to be at most MAX_WEIGHTS_FILE_BYTES={MAX_WEIGHTS_FILE_BYTES} bytes, but it would be {len(data)} (too much metadata?)"
+        )
     try:
         atomic_write_bytes(path, data)
     except OSError as exc:
@@ -232,10 +238,14 @@ def load_class_weights(
     require_checksum = check_flag(require_checksum, "require_checksum")
     follow_symlinks = check_flag(follow_symlinks, "follow_symlinks")
     file = Path(path)
-    raw = _read_small(file, MAX_WEIGHTS_FILE_BYTES, follow_symlinks, what="a class-weights file", existing="a class-weights file")
+    raw = _read_small(
+        file, MAX_WEIGHTS_FILE_BYTES, follow_symlinks, what="a class-weights file", existing="a class-weights file"
+    )
     if raw[:2] == b"PK" or raw[:1] == b"\x80":  # torch zip archive or raw pickle
         if require_checksum:
-            raise ClassWeightError(f"{str(file)!r} is a torch file, which has no checksum; expected a JSON weights file with \"sha256\"")
+            raise ClassWeightError(
+                f'{str(file)!r} is a torch file, which has no checksum; expected a JSON weights file with "sha256"'
+            )
         weights, metadata = _load_legacy(raw, file), {}
     else:
         weights, metadata = _parse_json(raw, file, require_checksum)
@@ -256,10 +266,12 @@ def _parse_json(raw: bytes, file: Path, require_checksum: bool = False) -> tuple
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise ClassWeightError(f"{name} is not a valid class-weights file (JSON expected: {exc})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
-        raise ClassWeightError(f"{name} is not a class-weights file (expected \"format\": \"{FORMAT_NAME}\")")
+        raise ClassWeightError(f'{name} is not a class-weights file (expected "format": "{FORMAT_NAME}")')
     unknown = sorted(set(record) - _FIELDS)
     if unknown:  # e.g. a damaged "sha256" key, which would otherwise pass as a file without a checksum
-        raise ClassWeightError(f"{name} has the unknown field {unknown[0]!r}; expected only {', '.join(sorted(_FIELDS))}")
+        raise ClassWeightError(
+            f"{name} has the unknown field {unknown[0]!r}; expected only {', '.join(sorted(_FIELDS))}"
+        )
     if "sha256" in record:
         stored = record.pop("sha256")
         try:
@@ -269,28 +281,36 @@ def _parse_json(raw: bytes, file: Path, require_checksum: bool = False) -> tuple
         if stored != expected:
             raise ClassWeightError(
                 f"{name} is corrupt: its sha256 does not match its content "
-                "(a damaged copy; if you edited it by hand, delete the \"sha256\" line)"
+                '(a damaged copy; if you edited it by hand, delete the "sha256" line)'
             )
     elif require_checksum:
-        raise ClassWeightError(f"{name} has no \"sha256\" checksum; expected one (require_checksum=True)")
+        raise ClassWeightError(f'{name} has no "sha256" checksum; expected one (require_checksum=True)')
     version = record.get("format_version")
     if not is_int(version) or version != FORMAT_VERSION:
-        raise ClassWeightError(f"{name} has format_version {_short(version)}; this version of classweights reads {FORMAT_VERSION}")
+        raise ClassWeightError(
+            f"{name} has format_version {_short(version)}; this version of classweights reads {FORMAT_VERSION}"
+        )
     weights = record.get("weights")
-    if not isinstance(weights, list) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights):
-        raise ClassWeightError(f"{name}: expected \"weights\" to be a list of numbers")
+    if not isinstance(weights, list) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights
+    ):
+        raise ClassWeightError(f'{name}: expected "weights" to be a list of numbers')
     count = record.get("num_classes")
     if not is_int(count) or count != len(weights):
-        raise ClassWeightError(f"{name}: \"num_classes\" is {_short(count)} but there are {len(weights)} weights")
+        raise ClassWeightError(f'{name}: "num_classes" is {_short(count)} but there are {len(weights)} weights')
     if len(weights) > MAX_CLASSES:
-        raise ClassWeightError(f"{name}: expected at most MAX_CLASSES={MAX_CLASSES} weights, but there are {len(weights)}")
+        raise ClassWeightError(
+            f"{name}: expected at most MAX_CLASSES={MAX_CLASSES} weights, but there are {len(weights)}"
+        )
     metadata = record.get("metadata", {})
     if not isinstance(metadata, dict):
-        raise ClassWeightError(f"{name}: expected \"metadata\" to be an object, but got {_short(metadata)}")
+        raise ClassWeightError(f'{name}: expected "metadata" to be an object, but got {_short(metadata)}')
     counts = metadata.get("counts")
     if counts is not None and not (isinstance(counts, list) and len(counts) == len(weights)
                                    and all(is_int(c) and c >= 0 for c in counts)):  # fmt: skip
-        raise ClassWeightError(f"{name}: expected metadata \"counts\" to be {len(weights)} integers >= 0, but got {_short(counts)}")
+        raise ClassWeightError(
+            f'{name}: expected metadata "counts" to be {len(weights)} integers >= 0, but got {_short(counts)}'
+        )
     return torch.tensor(weights, dtype=torch.float64), metadata
 
 
@@ -338,11 +358,15 @@ def _load_legacy(raw: bytes, file: Path) -> Any:
             data = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on corrupt input; none may escape raw
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClassWeightError(f"could not load {str(file)!r} safely as a torch file (weights_only=True): {first}") from None
+        raise ClassWeightError(
+            f"could not load {str(file)!r} safely as a torch file (weights_only=True): {first}"
+        ) from None
     if isinstance(data, Mapping) and "class_weights" in data:
         data = data["class_weights"]
     if not isinstance(data, torch.Tensor):
-        raise ClassWeightError(f"{str(file)!r}: expected a tensor or {{'class_weights': tensor}}, but got {type(data).__name__}")
+        raise ClassWeightError(
+            f"{str(file)!r}: expected a tensor or {{'class_weights': tensor}}, but got {type(data).__name__}"
+        )
     return data
 
 

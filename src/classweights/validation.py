@@ -38,8 +38,14 @@ def validate_weights(weights: Any, num_classes: int) -> torch.Tensor:
         tensor = weights
     else:
         tensor = _from_sequence(weights)
-    if tensor.dtype == torch.bool or tensor.is_complex() or not (tensor.is_floating_point() or tensor.dtype in _INTEGERS):
-        raise ClassWeightError(f"Expected `weights` to be real numbers, but got dtype {str(tensor.dtype).replace('torch.', '')}")
+    if (
+        tensor.dtype == torch.bool
+        or tensor.is_complex()
+        or not (tensor.is_floating_point() or tensor.dtype in _INTEGERS)
+    ):
+        raise ClassWeightError(
+            f"Expected `weights` to be real numbers, but got dtype {str(tensor.dtype).replace('torch.', '')}"
+        )
     if tuple(tensor.shape) != (num_classes,):
         raise ClassWeightError(f"Expected `weights` to have shape [{num_classes}], but got {list(tensor.shape)}")
     values = tensor.detach().cpu().to(torch.float64)  # checked before the cast, so no value changes unseen
@@ -72,7 +78,9 @@ def _from_sequence(weights: Any) -> torch.Tensor:
     try:
         array = np.asarray(weights)
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise ClassWeightError(f"Expected `weights` to be a sequence of numbers, but got {type(weights).__name__} ({exc})") from None
+        raise ClassWeightError(
+            f"Expected `weights` to be a sequence of numbers, but got {type(weights).__name__} ({exc})"
+        ) from None
     if array.dtype.kind not in "iuf":  # bool, object (ragged lists, huge ints), strings, complex, dates
         raise ClassWeightError(f"Expected `weights` to be real numbers, but got dtype {array.dtype}")
     return torch.from_numpy(array.astype(np.float64))
