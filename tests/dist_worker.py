@@ -57,7 +57,7 @@ def main() -> None:
                          "fingerprint": stats.fingerprint}  # fmt: skip
         except ClassWeightError as exc:
             out[name] = {"error": str(exc)}
-    classweights.counting.HASH_BLOCK_BYTES = 4096  # 16 grids per hash block: shards of many whole blocks
+    classweights._fingerprint.HASH_BLOCK_BYTES = 4096  # 16 grids per hash block: shards of many whole blocks
     for name, source in (("fingerprint, 4 KiB blocks", np.load(folder / "grids.npy")), ("fingerprint, npy, 4 KiB blocks", folder / "grids.npy")):
         out[name] = {"fingerprint": classweights.count_label_stats(source, 10, distributed=True, fingerprint=True).fingerprint}
     out["weights"] = classweights.compute_class_weights(folder / "grids.npy", 10, distributed=True).tolist()

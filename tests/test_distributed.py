@@ -88,7 +88,7 @@ def test_sharded_fingerprint_equals_the_single_process_one(two_rank_counts, monk
     grids, _, ranks = two_rank_counts
     a, b = ranks[0]["fingerprint"]["fingerprint"], ranks[1]["fingerprint"]["fingerprint"]
     assert a == b == single(grids, fingerprint=True)["fingerprint"]  # whatever the number of processes
-    monkeypatch.setattr(classweights.counting, "HASH_BLOCK_BYTES", 4096)  # as the ranks did: 19 blocks, split 9 + 10
+    monkeypatch.setattr(classweights._fingerprint, "HASH_BLOCK_BYTES", 4096)  # as the ranks did: 19 blocks, split 9 + 10
     small = single(grids, fingerprint=True)["fingerprint"]
     for name in ("fingerprint, 4 KiB blocks", "fingerprint, npy, 4 KiB blocks"):
         assert ranks[0][name]["fingerprint"] == ranks[1][name]["fingerprint"] == small, name
@@ -133,7 +133,7 @@ def test_fingerprint_does_not_depend_on_chunking_across_many_blocks(chunk, block
     import unittest.mock
 
     grids = np.random.default_rng(1).integers(0, 10, size=(97, 8, 8), dtype=np.uint8)
-    with unittest.mock.patch.object(classweights.counting, "HASH_BLOCK_BYTES", block_rows * 64):
+    with unittest.mock.patch.object(classweights._fingerprint, "HASH_BLOCK_BYTES", block_rows * 64):
         whole = classweights.count_label_stats(grids, 10, fingerprint=True).fingerprint
         assert classweights.count_label_stats(grids, 10, fingerprint=True, chunk_size=chunk).fingerprint == whole
         assert classweights.count_label_stats(list(grids), 10, fingerprint=True, chunk_size=chunk).fingerprint == whole

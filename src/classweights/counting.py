@@ -29,7 +29,8 @@ from ._checks import (
 from ._chunk_counts import _count_chunk, _count_histogram, _on_device
 from ._errors import ClassWeightError
 from ._files import FileIdentity
-from ._fingerprint import HASH_BLOCK_BYTES, _combine_digests, _hashed, _LabelHasher
+from . import _fingerprint
+from ._fingerprint import _combine_digests, _hashed, _LabelHasher
 from ._ranks import _process_group_shard, _reduce_across_ranks
 from ._sources import open_source
 from ._stream import Chunk
@@ -218,7 +219,7 @@ def count_label_stats(
     if is_dask_array(source):  # counted block by block on Dask's scheduler, not streamed through this process
         return count_dask_stats(source, num_classes, ignore_index=ignore_index, key=key, device=device, progress=progress,
                                 presence=presence, fingerprint=fingerprint, distributed=distributed)  # fmt: skip
-    shard = _process_group_shard(HASH_BLOCK_BYTES if fingerprint else None) if distributed else None
+    shard = _process_group_shard(_fingerprint.HASH_BLOCK_BYTES if fingerprint else None) if distributed else None  # read here: tests vary it
     target = _resolve_device(device, source)
     counts = torch.zeros(num_classes, dtype=torch.int64)
     image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
