@@ -114,3 +114,21 @@ def check_dense_tensor(tensor: torch.Tensor, where: str) -> None:
         raise ClassWeightError(
             f"{where}: expected integer labels, but got dtype {str(tensor.dtype).replace('torch.', '')}"
         )
+
+
+def sequence_as_float64(values: Any, name: str, *, kinds: str, expected: str) -> torch.Tensor:
+    """An array or sequence of numbers as a float64 tensor; numpy dtype kinds outside ``kinds`` are refused.
+
+    ``expected`` completes "Expected `name` to be ..." for a refused dtype.
+    """
+    if isinstance(values, np.ma.MaskedArray):
+        raise ClassWeightError(f"Expected `{name}` to be a plain sequence of numbers, but got a masked array")
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise ClassWeightError(
+            f"Expected `{name}` to be a sequence of numbers, but got {type(values).__name__} ({exc})"
+        ) from None
+    if array.dtype.kind not in kinds:  # object (ragged lists, huge ints), strings, complex, dates
+        raise ClassWeightError(f"Expected `{name}` to be {expected}, but got dtype {array.dtype}")
+    return torch.from_numpy(array.astype(np.float64))

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from . import _fingerprint
 from ._checks import (
     check_flag,
     check_ignore_index,
@@ -29,7 +30,6 @@ from ._checks import (
 from ._chunk_counts import _count_chunk, _count_histogram, _on_device
 from ._errors import ClassWeightError
 from ._files import FileIdentity
-from . import _fingerprint
 from ._fingerprint import _combine_digests, _hashed, _LabelHasher
 from ._ranks import _process_group_shard, _reduce_across_ranks
 from ._sources import open_source

@@ -31,6 +31,7 @@ from ._checks import (
     check_flag,
     check_ignore_index,
     check_real,
+    sequence_as_float64,
     shown,
 )
 from ._errors import ClassWeightError
@@ -329,14 +330,4 @@ def _as_float64(values: Any, name: str) -> torch.Tensor:
     if isinstance(values, torch.Tensor):
         check_dense_tensor(values, f"`{name}`")
         return values.detach().cpu().to(torch.float64)  # complex and quantized tensors were refused above
-    if isinstance(values, np.ma.MaskedArray):
-        raise ClassWeightError(f"Expected `{name}` to be a plain sequence of numbers, but got a masked array")
-    try:
-        array = np.asarray(values)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise ClassWeightError(
-            f"Expected `{name}` to be a sequence of numbers, but got {type(values).__name__} ({exc})"
-        ) from None
-    if array.dtype.kind not in "biuf":  # object (ragged, huge ints), strings, complex, dates
-        raise ClassWeightError(f"Expected `{name}` to be numeric, but got dtype {array.dtype}")
-    return torch.from_numpy(array.astype(np.float64))
+    return sequence_as_float64(values, name, kinds="biuf", expected="numeric")

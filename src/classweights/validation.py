@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from ._checks import check_dense_tensor, check_num_classes
+from ._checks import check_dense_tensor, check_num_classes, sequence_as_float64
 from ._errors import ClassWeightError
 
 
@@ -73,14 +72,4 @@ _INTEGERS = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, tor
 
 
 def _from_sequence(weights: Any) -> torch.Tensor:
-    if isinstance(weights, np.ma.MaskedArray):
-        raise ClassWeightError("Expected `weights` to be a plain sequence of numbers, but got a masked array")
-    try:
-        array = np.asarray(weights)
-    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise ClassWeightError(
-            f"Expected `weights` to be a sequence of numbers, but got {type(weights).__name__} ({exc})"
-        ) from None
-    if array.dtype.kind not in "iuf":  # bool, object (ragged lists, huge ints), strings, complex, dates
-        raise ClassWeightError(f"Expected `weights` to be real numbers, but got dtype {array.dtype}")
-    return torch.from_numpy(array.astype(np.float64))
+    return sequence_as_float64(weights, "weights", kinds="iuf", expected="real numbers")  # bools are not weights
