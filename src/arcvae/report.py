@@ -159,18 +159,20 @@ class Reporter(Printer):
         return progress
 
     def weights_resolved(self, weights: ClassWeights | None, *, batch: torch.Tensor | None, processes: int) -> None:
-        """The weights a run trains with, the counts they came from, and (overfit mode) the batch's own counts."""
+        """The weights a run trains with, printed once: the counts they came from, then one Class Weight Analysis.
+
+        In overfit mode with full-split weights, the batch's own counts come
+        between the two, as the spec shows them.
+        """
         if weights is None:
             return
         values = weights.weights.tolist()
         if weights.origin == "checkpoint":
-            self.section("Class weights: the run's own, from its checkpoint")
-            self._weight_lines(values)
+            self.class_weight_analysis(weights.spec.method, "the resumed run's checkpoint", values)
             return
         if weights.origin == "batch":
             assert weights.counts is not None
             self.print(f"  Batch class counts: {weights.counts.tolist()}")
-            self._weight_lines(values)
             self.class_weight_analysis(weights.spec.method, f"Single batch ({weights.num_samples} samples)", values)
             return
         if processes > 1 and not weights.from_cache:
@@ -183,14 +185,9 @@ class Reporter(Printer):
             self.print(f"[WEIGHTS] Cached for future use: {weights.cache_path}")
         assert weights.counts is not None
         self.print(f"  Class counts: {weights.counts.tolist()}")
-        self._weight_lines(values)
         if batch is not None:
             self._batch_statistics(batch, len(values))
         self.class_weight_analysis(weights.spec.method, f"Full dataset ({weights.num_samples} samples)", values)
-
-    def _weight_lines(self, values: list[float]) -> None:
-        self.print(f"  Class weights: [{', '.join(f'{w:.3f}' for w in values)}]")
-        self.print(f"  Weight ratio (max/min): {_ratio(values):.2f}x")
 
     def _batch_statistics(self, batch: torch.Tensor, num_classes: int) -> None:
         import classweights
