@@ -651,7 +651,7 @@ def test_p8_resume_trains_on_the_weights_it_started_with(tiny_corpus, tmp_path, 
     report, out = quiet_reporter()
     result = trainer.train(TrainConfig(), report, resume=tmp_path / "run")
     assert torch.equal(result.class_weights, started_with)
-    assert "the run's own, from its checkpoint" in out.getvalue() and "Loaded cached weights" not in out.getvalue()
+    assert "Source: the resumed run's checkpoint" in out.getvalue() and "Loaded cached weights" not in out.getvalue()
 
 
 def test_p8_checkpoints_load_with_weights_only(tmp_path, monkeypatch):

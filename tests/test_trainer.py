@@ -187,3 +187,21 @@ def test_predictions_equal_argmax_including_ties():
 def test_make_optimizer_is_adam_with_the_learning_rate():
     optimizer = make_optimizer(torch.nn.Linear(2, 2).parameters(), 3e-4)
     assert isinstance(optimizer, torch.optim.Adam) and optimizer.param_groups[0]["lr"] == 3e-4
+
+
+@pytest.mark.parametrize("origin", ["full", "batch", "checkpoint"])
+def test_the_weights_are_printed_once(origin):
+    from arcvae.weight_cache import ClassWeights, WeightSpec
+
+    values = torch.tensor([0.1, 1.2, 0.7])
+    counts = None if origin == "checkpoint" else torch.tensor([900, 10, 40])
+    weights = ClassWeights(values, counts, WeightSpec(3, "sqrt_inverse", 1.0), 5, "f", "d", origin=origin)
+    report, out = quiet()
+    batch = torch.zeros(2, 4, 4, dtype=torch.long) if origin == "full" else None
+    report.weights_resolved(weights, batch=batch, processes=1)
+    text = out.getvalue()
+    assert text.count("Weight ratio (max/min): 12.00x") == 1 and text.count("Class Weight Analysis") == 1
+    assert text.count("0.1000") == 2 and "Color 1: 1.2000" in text  # once in the range line, once in the table
+    assert "Class weights: [" not in text
+    assert ("Class counts: [900, 10, 40]" in text) == (origin == "full")
+    assert ("Batch class counts: [32, 0, 0]" in text) == (origin == "full")
