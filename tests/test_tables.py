@@ -453,8 +453,19 @@ def test_count_multilabel_of_zarr_and_dask_arrays():
     assert cw.count_multilabel(stored, 3).positives.tolist() == targets.sum(axis=0).tolist()
     with pytest.raises(ClassWeightError, match=r"expected samples of shape \[4\]"):
         cw.count_multilabel(stored, 4)
-    with pytest.raises(ClassWeightError, match="a Dask array is read only by count_labels, count_label_stats and compute_class_weights"):
-        cw.count_multilabel(da.from_array(targets), 3)
+    import dask
+
+    with dask.config.set(scheduler="threads"):
+        lazy = da.from_array(targets, chunks=(7, 3))
+        assert cw.count_multilabel(lazy, 3).positives.tolist() == targets.sum(axis=0).tolist()
+        assert cw.count_multilabel(lazy, 3).num_samples == 40
+        assert torch.equal(cw.pos_weight(lazy, 3), cw.pos_weight(targets, 3))
+        with pytest.raises(ClassWeightError, match=r"dask array: expected samples of shape \[4\]"):
+            cw.count_multilabel(lazy, 4)
+        bad = targets.copy()
+        bad[33, 1] = 2
+        with pytest.raises(ClassWeightError, match="dask array: expected multi-hot targets holding only 0 and 1, but sample 33, class 1 holds 2"):
+            cw.count_multilabel(da.from_array(bad, chunks=(7, 3)), 3)
 
 
 # ------------------------------------------------- Hugging Face datasets ----
@@ -629,9 +640,9 @@ def test_dask_array_errors(dask_array):
         assert info.value.__cause__ is None
         with pytest.raises(ClassWeightError, match=r"label 0.5 at index \(1,\) is not a class index"):
             cw.count_labels(dask_array.from_array(np.array([1.0, 0.5])), 3)
-        with pytest.raises(ClassWeightError, match="fingerprint=True is not supported for a Dask array; compute it"):
-            cw.count_label_stats(array, 12, fingerprint=True)
-        with pytest.raises(ClassWeightError, match="Expected distributed=False for a Dask array"):
+        with pytest.raises(ClassWeightError, match=r"dask array: label 11 at .* is out of range"):
+            cw.count_label_stats(array, 10, fingerprint=True)  # read here in row blocks
+        with pytest.raises(ClassWeightError, match="Expected an initialised torch.distributed process group for distributed=True"):
             cw.count_labels(array, 12, distributed=True)
         with pytest.raises(ClassWeightError, match="Expected key=None for a Dask array"):
             cw.count_labels(array, 12, key="label")
@@ -646,6 +657,35 @@ def test_dask_array_errors(dask_array):
         unknown = unknown[unknown[:, 0] == 0]
         with pytest.raises(ClassWeightError, match=r"expected known chunk sizes, .*call .compute_chunk_sizes\(\) first"):
             cw.count_labels(unknown, 12)
+
+
+def test_dask_array_read_here_in_row_blocks_gives_what_memory_gives(dask_array):
+    """Fingerprints, per-sample weights and the sampler read a Dask array into this process, block by block."""
+    import dask
+
+    labels = np.random.default_rng(23).integers(0, 5, (130, 6, 4)).astype(np.uint8)
+    labels[labels == 4] = 255
+    lazy = dask_array.from_array(labels, chunks=(17, 3, 4))
+    with dask.config.set(scheduler="threads"):
+        stats = cw.count_label_stats(lazy, 4, fingerprint=True, ignore_index=255, presence=True)
+        reference = cw.count_label_stats(labels, 4, fingerprint=True, ignore_index=255, presence=True)
+        assert stats.fingerprint == reference.fingerprint and torch.equal(stats.counts, reference.counts)
+        assert torch.equal(stats.image_pixels, reference.image_pixels) and stats.num_images == 130
+        for reduce in ("mean", "max"):
+            assert torch.equal(
+                cw.sample_weights(lazy, 4, ignore_index=255, reduce=reduce),
+                cw.sample_weights(labels, 4, ignore_index=255, reduce=reduce),
+            )
+        single = dask_array.from_array(labels[:, 0, 0].astype(np.int64) % 255, chunks=40)
+        drawn = list(cw.make_sampler(single, 4, num_samples=50, generator=torch.Generator().manual_seed(3)))
+        again = list(cw.make_sampler(labels[:, 0, 0].astype(np.int64) % 255, 4, num_samples=50,
+                                     generator=torch.Generator().manual_seed(3)))  # fmt: skip
+        assert drawn == again
+        with pytest.raises(ClassWeightError, match="Expected key=None for a Dask array"):
+            cw.sample_weights(lazy, 4, key="y")
+        unknown = lazy[lazy[:, 0, 0] == 0]
+        with pytest.raises(ClassWeightError, match=r"expected known chunk sizes"):
+            cw.sample_weights(unknown, 4)
 
 
 def test_dask_array_on_the_process_scheduler(dask_array):

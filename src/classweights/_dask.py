@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from typing import Any
 
 import numpy as np
@@ -21,17 +20,12 @@ import torch
 
 from ._checks import shown
 from ._chunk_counts import _count_chunk, _to_tensor
+from ._chunked import is_dask_array  # noqa: F401 - where counting looks for it
 from ._errors import ClassWeightError
 from ._stream import Chunk, check_label_dtype
 from .counting import LabelStats, ProgressCallback, _resolve_device
 
 _WHERE = "dask array"
-
-
-def is_dask_array(source: Any) -> bool:
-    """True for a ``dask.array.Array``, without importing dask."""
-    da = sys.modules.get("dask.array")
-    return da is not None and isinstance(source, getattr(da, "Array", ()))
 
 
 def count_dask_stats(
@@ -43,18 +37,13 @@ def count_dask_stats(
     device: Any,
     progress: ProgressCallback | None,
     presence: bool,
-    fingerprint: bool,
-    distributed: bool,
 ) -> LabelStats:
-    """:func:`~classweights.count_label_stats` of a Dask array (options already checked by the caller)."""
-    if distributed:
-        raise ClassWeightError(
-            "Expected distributed=False for a Dask array, but got True: Dask already spreads the counting over its workers"
-        )
-    if fingerprint:
-        raise ClassWeightError(
-            "fingerprint=True is not supported for a Dask array; compute it (.compute()) or save it to .npy first"
-        )
+    """:func:`~classweights.count_label_stats` of a Dask array (options already checked by the caller).
+
+    Only without ``fingerprint`` or ``distributed``: a fingerprint needs the
+    labels' bytes in order here, and ranks read their own rows, so those two
+    stream the array through this process like a zarr array instead.
+    """
     if key is not None:
         raise ClassWeightError(f"Expected key=None for a Dask array (it holds one array), but got {shown(key)}")
     if device is not None and _resolve_device(device, None).type != "cpu":

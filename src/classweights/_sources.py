@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,13 +82,10 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, p
         return _tables.dataset_stream(source, key, size, shard)
     if _chunked.is_zarr_array(source):
         return _chunked.zarr_stream(source, size, shard)
-    dask_array = sys.modules.get("dask.array")
-    if dask_array is not None and isinstance(
-        source, dask_array.Array
-    ):  # item by item it would compute each sample alone
-        raise ClassWeightError(
-            "a Dask array is read only by count_labels, count_label_stats and compute_class_weights (on its scheduler); compute it (.compute()) or save it to .npy first"
-        )
+    if _chunked.is_dask_array(source):  # item by item it would compute each sample alone
+        if key is not None:
+            raise ClassWeightError(f"Expected key=None for a Dask array (it holds one array), but got {key!r}")
+        return _chunked.dask_stream(source, size, shard)
     if isinstance(source, Mapping):
         name = _pick_key(list(source.keys()), key, "mapping")
         return _array_stream(

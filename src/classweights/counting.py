@@ -216,10 +216,11 @@ def count_label_stats(
     workers = _resolve_threads(num_threads)
     from ._dask import count_dask_stats, is_dask_array
 
-    if is_dask_array(source):  # counted block by block on Dask's scheduler, not streamed through this process
-        return count_dask_stats(source, num_classes, ignore_index=ignore_index, key=key, device=device, progress=progress,
-                                presence=presence, fingerprint=fingerprint, distributed=distributed)  # fmt: skip
-    shard = _process_group_shard(_fingerprint.HASH_BLOCK_BYTES if fingerprint else None) if distributed else None  # read here: tests vary it
+    if is_dask_array(source) and not (fingerprint or distributed):  # counted where its blocks live, on Dask's scheduler
+        return count_dask_stats(source, num_classes, ignore_index=ignore_index, key=key, device=device,
+                                progress=progress, presence=presence)  # fmt: skip
+    block = _fingerprint.HASH_BLOCK_BYTES if fingerprint else None  # read here, not imported: tests vary it
+    shard = _process_group_shard(block) if distributed else None
     target = _resolve_device(device, source)
     counts = torch.zeros(num_classes, dtype=torch.int64)
     image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
