@@ -86,6 +86,15 @@ def open_source(source: Any, *, key: str | int | None, chunk_size: int | None, p
         if key is not None:
             raise ClassWeightError(f"Expected key=None for a Dask array (it holds one array), but got {key!r}")
         return _chunked.dask_stream(source, size, shard)
+    from . import _frames
+
+    if _frames.is_pandas(source):  # a Series has __getitem__ and __len__: never read it label by label
+        labels, where = _frames.frame_labels(source, key)
+        return _array_stream(labels, size, where=where, shard=shard)
+    if _frames.is_hf_container(source):  # a dict of splits
+        raise _frames.refuse_splits(source)
+    if _frames.is_hf_iterable(source):
+        return Stream(_batch_chunks(_frames.iterable_batches(source, key), None, size), None, where="batches")
     if isinstance(source, Mapping):
         name = _pick_key(list(source.keys()), key, "mapping")
         return _array_stream(

@@ -33,6 +33,7 @@ from ._checks import (
     shown,
 )
 from ._errors import ClassWeightError
+from ._frames import frame_values, is_pandas, is_pandas_frame
 from ._multilabel_chunks import (
     check_shape,
     count_index_lists,
@@ -175,6 +176,7 @@ def count_multilabel(
     where = "labels"
     failure: BaseException | None = None
     try:
+        source, key = _frame_targets(source, key)
         if is_index_lists(source):
             if key is not None:
                 raise ClassWeightError(
@@ -327,6 +329,21 @@ def pos_weight(
 
 
 # -------------------------------------------------------------- weights ----
+
+
+def _frame_targets(source: Any, key: str | int | None) -> tuple[Any, str | int | None]:
+    """A pandas DataFrame of several columns and no ``key`` is multi-hot, one column per class; a column of
+    label-index lists becomes those lists."""
+    if not is_pandas(source):
+        return source, key
+    if key is None and is_pandas_frame(source) and source.shape[1] > 1:
+        return frame_values(source), None
+    column = source[key] if is_pandas_frame(source) and key is not None else source
+    if getattr(column, "dtype", None) == object and is_pandas(column):
+        rows = column.tolist()
+        if is_index_lists(rows):
+            return rows, None
+    return source, key
 
 
 def _classes(mask: torch.Tensor) -> tuple[str, bool]:
