@@ -324,7 +324,7 @@ def test_failed_serialisation_leaves_no_temp(tmp_path: Path, monkeypatch: pytest
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no space")
 
-    monkeypatch.setattr(np, "savez_compressed", boom)
+    monkeypatch.setattr(np.lib.format, "write_array", boom)  # fails inside the archive, after the temporary file exists
     with pytest.raises(RuntimeError, match="no space"):
         save_corpus({"train": _valid(2, 0)}, tmp_path / "c.npz")
     assert list(tmp_path.iterdir()) == []
@@ -565,3 +565,13 @@ def test_object_placement_paints_what_a_cell_by_cell_reference_paints():
         _place_objects_reference(slow, rows, templates, rng_slow)
     assert np.array_equal(fast, slow) and (fast != 0).any()
     assert rng_fast.random() == rng_slow.random()  # the same number of draws
+
+
+def test_a_saved_corpus_is_a_standard_npz(tmp_path: Path) -> None:
+    splits = {"train": _valid(5, 1), "val": _valid(2, 2)}
+    save_corpus(splits, tmp_path / "c.npz")
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as stored:
+        assert sorted(stored.files) == ["train", "val"]
+        assert all(np.array_equal(stored[k], v) and stored[k].dtype == np.uint8 for k, v in splits.items())
+    with zipfile.ZipFile(tmp_path / "c.npz") as archive:
+        assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}

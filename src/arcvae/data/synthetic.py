@@ -173,7 +173,13 @@ def _build_templates(rng: np.random.Generator) -> _Templates:
     return _Templates(masks, heights, widths, sizes, kinds, probs, _row_bits(masks[:, :, :GRID]))
 
 
-def _place_objects(canvas: np.ndarray, rows: np.ndarray, templates: _Templates, rng: np.random.Generator) -> None:
+def _place_objects(
+    canvas: np.ndarray,
+    rows: np.ndarray,
+    templates: _Templates,
+    rng: np.random.Generator,
+    occupied: np.ndarray | None = None,
+) -> None:
     """Paint one object on each grid ``canvas[rows]`` in place, where it touches nothing.
 
     An object may not overlap or touch (even diagonally) the pixels already on
@@ -185,11 +191,15 @@ def _place_objects(canvas: np.ndarray, rows: np.ndarray, templates: _Templates, 
         rows: int ``[K]``, the grids that get an object.
         templates: the shape library.
         rng: the random generator.
+        occupied: int64 ``[B, 16]``, ``canvas != 0`` as row bits (:func:`_row_bits`), updated in place with
+            the objects painted; computed from ``canvas`` if not given.
     """
     # Each grid row is 16 bits (bit j = column j), so a whole grid is 16 small integers: testing an object
     # against a grid is 16 ANDs instead of 256, and shifting a template right is a shift of its rows.
-    occupied = _row_bits(canvas[rows] != 0)
-    blocked = occupied | (occupied << 1) | (occupied >> 1)  # occupied pixels and their left/right neighbours
+    if occupied is None:
+        occupied = _row_bits(canvas != 0)
+    taken = occupied[rows]
+    blocked = taken | (taken << 1) | (taken >> 1)  # occupied pixels and their left/right neighbours
     blocked[:, 1:] |= blocked[:, :-1].copy()  # ... and the rows above and below them: the 8-neighbourhood
     blocked[:, :-1] |= blocked[:, 1:].copy()
     blocked &= 0xFFFF
@@ -212,6 +222,7 @@ def _place_objects(canvas: np.ndarray, rows: np.ndarray, templates: _Templates, 
         clash = (placed & blocked[where[pending]]).any(axis=1)
         ok = ~clash
         done = pending[ok]
+        occupied[done] |= placed[ok]
         mask = np.unpackbits(placed[ok].astype("<u2").view(np.uint8).reshape(-1, GRID, 2), axis=2, bitorder="little")
         canvas[done] = np.where(mask.astype(bool), colour[ok, None, None], canvas[done])
         pending = pending[clash]
@@ -270,9 +281,10 @@ def generate_corpus(
     for start in range(0, num_images, BLOCK_SIZE):
         stop = min(start + BLOCK_SIZE, num_images)
         canvas = np.zeros((stop - start, GRID, GRID), dtype=np.uint8)
+        occupied = np.zeros((stop - start, GRID), dtype=np.int64)  # the canvas's painted cells, as row bits
         num_objects = rng.integers(1, 5, size=stop - start)
         for slot in range(4):
-            _place_objects(canvas, np.flatnonzero(num_objects > slot), templates, rng)
+            _place_objects(canvas, np.flatnonzero(num_objects > slot), templates, rng, occupied)
         grids[start:stop] = canvas
         if progress is not None:
             progress(stop, num_images)
