@@ -53,9 +53,16 @@ def test_normal_study_on_a_tiny_corpus_writes_a_table_json_and_plot(tiny_corpus,
     result = runner.invoke(app, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "3 arms x 2 batch sizes x 1 seed = 6 normal runs of 1 epoch on the first 64 training grids" in result.stdout
-    assert "Normal study: last validation after 1 epoch" in result.stdout and "target balanced accuracy 5%" in result.stdout
+    assert (
+        "Normal study: last validation after 1 epoch" in result.stdout
+        and "target balanced accuracy 5%" in result.stdout
+    )
     record = json.loads((out / "study.json").read_text())
-    assert record["kind"] == "normal" and record["batch_sizes"] == [16, 64] and set(record["arms"]) == {"none", "per-batch", "full"}
+    assert (
+        record["kind"] == "normal"
+        and record["batch_sizes"] == [16, 64]
+        and set(record["arms"]) == {"none", "per-batch", "full"}
+    )
     for arm, cells in record["arms"].items():
         for size in (16, 64):
             [run] = cells[str(size)]["runs"]
@@ -65,7 +72,8 @@ def test_normal_study_on_a_tiny_corpus_writes_a_table_json_and_plot(tiny_corpus,
             # every balanced accuracy is at least 5%, so every run reached the target in its only epoch
             assert run["epoch_reached"] == 1 and summary["reached_target"] == 1
             config = json.loads((out / "runs" / f"{arm}-b{size}-seed42" / "config.json").read_text())
-            assert (config["batch_size"], config["train_samples"], config["val_samples"], config["max_epochs"]) == (size, 64, 32, 1)
+            limits = (config["batch_size"], config["train_samples"], config["val_samples"], config["max_epochs"])
+            assert limits == (size, 64, 32, 1)
     per_batch = out / "runs" / "per-batch-b16-seed42"
     assert json.loads((per_batch / "config.json").read_text())["weights_from"] == "batch"
     assert not (per_batch / "class_weights.json").exists()  # no one set of weights: each batch has its own
@@ -115,11 +123,16 @@ def test_batch_weights_are_the_batchs_own_counts_weighed():
     assert weights.dtype == torch.float32 and weights.device == grids.device
     np.testing.assert_allclose(weights.numpy(), reference_weights(grids.numpy()), rtol=1e-6)
     counts = classweights.count_labels(grids, 10)
-    assert torch.equal(batch_weights(grids, WeightSpec(10, "inverse", 0.5)), classweights.weights_from_counts(counts, "inverse", smooth=0.5))
+    assert torch.equal(
+        batch_weights(grids, WeightSpec(10, "inverse", 0.5)),
+        classweights.weights_from_counts(counts, "inverse", smooth=0.5),
+    )
 
 
 @pytest.mark.slow
-def test_normal_mode_with_weights_from_batch_weighs_every_training_batch_by_its_own_counts(tiny_corpus, tmp_path, monkeypatch):
+def test_normal_mode_with_weights_from_batch_weighs_every_training_batch_by_its_own_counts(
+    tiny_corpus, tmp_path, monkeypatch
+):
     seen: list[tuple[np.ndarray, torch.Tensor]] = []
 
     def recorded(grids, spec, group):
@@ -186,10 +199,15 @@ def test_a_run_no_epoch_of_which_beats_one_colour_everywhere_keeps_no_best_check
     splits["val"][:] = 0  # black alone is present: predicting black everywhere is perfect, and nothing beats it
     path = save_corpus(splits, tmp_path / "black-val.npz")
     report = quiet()
-    config = TrainConfig(data=str(path), out=str(tmp_path / "run"), batch_size=64, train_samples=64, val_samples=16, max_epochs=1)
+    config = TrainConfig(
+        data=str(path), out=str(tmp_path / "run"), batch_size=64, train_samples=64, val_samples=16, max_epochs=1
+    )
     result = trainer.train(config, report)
     assert result.best_epoch is None and result.best_val_balanced_accuracy is None
     assert not (tmp_path / "run" / "checkpoints" / "best.pt").exists()
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["best_epoch"] is None and saved["best_val_balanced_accuracy"] is None
-    assert "(no best.pt: no epoch beat the balanced accuracy of predicting one colour everywhere, 100.0%)" in report.console.file.getvalue()
+    assert (
+        "(no best.pt: no epoch beat the balanced accuracy of predicting one colour everywhere, 100.0%)"
+        in report.console.file.getvalue()
+    )

@@ -13,10 +13,10 @@ from rich.console import Console
 from arcvae import trainer
 from arcvae.config import TrainConfig
 from arcvae.errors import ArcvaeError
+from arcvae.loop import reached_target
 from arcvae.model import predictions
 from arcvae.report import Reporter
 from arcvae.runtime import resolve_device
-from arcvae.loop import reached_target
 from arcvae.state import TrainingState, make_optimizer, make_scheduler
 
 
@@ -90,7 +90,7 @@ def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):
 
 
 def test_cached_weights_are_reused(tiny_corpus, tmp_path):
-    base = dict(data=str(tiny_corpus), overfit_batch=True, quick_test=True)
+    base = {"data": str(tiny_corpus), "overfit_batch": True, "quick_test": True}
     trainer.train(TrainConfig(out=str(tmp_path / "a"), **base), quiet()[0])
     report, out = quiet()
     trainer.train(TrainConfig(out=str(tmp_path / "b"), use_cached_weights=True, **base), report)
