@@ -292,9 +292,13 @@ def print_normal_study(record: dict[str, Any], console: Console) -> None:
         f"(lowest-highest); target {target}",
         title_justify="left",
     )
-    columns = ("batch", "arm", "pixel acc", "fg acc", "balanced acc", "worst colour", "perfect grids", "reached target")
-    for column in columns + ("ended black",):
-        table.add_column(column, justify="left" if column == "arm" else "right", no_wrap=column == "arm")
+    # two-line headers keep the table within 120 columns
+    table.add_column("batch", justify="right")
+    table.add_column("arm", no_wrap=True)
+    for column in ("pixel\nacc", "fg acc\n(range)", "balanced acc\n(range)", "worst\ncolour", "perfect\ngrids"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("reached\ntarget", "ended\nblack"):
+        table.add_column(column, justify="right")
     for size in record["batch_sizes"]:
         for arm, cells in record["arms"].items():
             cell = cells[str(size)]["summary"]
