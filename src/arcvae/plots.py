@@ -224,7 +224,9 @@ def save_normal_study_plot(record: Mapping[str, Any], path: str | os.PathLike[st
 
     Four panels (foreground, balanced and worst-colour accuracy, perfect-grid
     rate); in each, one line per arm through the medians over seeds, and a band
-    from the lowest to the highest seed. The batch sizes are on a log scale.
+    from the lowest to the highest seed. The batch sizes are on a log scale;
+    each panel's accuracy axis ends a little above its highest value (at least
+    0.2, at most 1).
 
     Args:
         record: a normal study's ``study.json``: ``batch_sizes``, and ``arms``
@@ -240,6 +242,7 @@ def save_normal_study_plot(record: Mapping[str, Any], path: str | os.PathLike[st
         fontsize=11,
     )
     for ax, (measure, title) in zip(fig.subplots(2, 2).flat, NORMAL_STUDY_PANELS):
+        highest = 0.0
         for k, (arm, cells) in enumerate(record["arms"].items()):
             stats = [cells[str(size)]["summary"][measure] for size in sizes]
             low, mid, high = (
@@ -247,9 +250,10 @@ def save_normal_study_plot(record: Mapping[str, Any], path: str | os.PathLike[st
             )
             ax.fill_between(sizes, low, high, color=f"C{k % 10}", alpha=0.15, linewidth=0)
             ax.plot(sizes, mid, color=f"C{k % 10}", marker="o", markersize=4, label=arm)
+            highest = max([highest, *(value for value in high if not math.isnan(value))])
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(size) for size in sizes])
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-0.01, min(1.02, max(0.2, 1.15 * highest)))  # short runs score low: their range, not 0 to 1
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.set_xlabel("batch size")
