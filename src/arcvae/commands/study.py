@@ -14,6 +14,7 @@ from ._common import user_errors
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 app = typer.Typer(help="Experiments that compare ways of weighting the loss.", no_args_is_help=True)
 
@@ -211,14 +212,18 @@ def _count(n: int, noun: str) -> str:
 
 def print_study(record: dict[str, Any], console: Console) -> None:
     """One table per arm (a row per seed), then the summary table."""
+    for arm, entry in record["arms"].items():
+        console.print(_arm_table(arm, entry["runs"]))
+    console.print(_summary_table(record))
+
+
+def _arm_table(arm: str, runs: list[dict[str, Any]]) -> Table:
+    """An overfit study's arm: a row per seed."""
     from rich.table import Table
 
-    from ..report import TARGET_NAMES
     from ..study import format_value
 
-    def yes(flag: bool) -> str:
-        return "yes" if flag else "no"
-
+    table = Table(title=f"arm {arm}", title_justify="left")
     columns = (
         "seed",
         "reached",
@@ -230,22 +235,29 @@ def print_study(record: dict[str, Any], console: Console) -> None:
         "collapsed",
         "ended black",
     )
-    for arm, entry in record["arms"].items():
-        table = Table(title=f"arm {arm}", title_justify="left")
-        for column in columns:
-            table.add_column(column, justify="right")
-        for run in entry["runs"]:
-            accuracies = (run["pixel_accuracy"], run["final_foreground_accuracy"], run["min_class_accuracy"])
-            table.add_row(
-                str(run["seed"]),
-                yes(run["reached_target"]),
-                str(run["epochs"]),
-                *map(format_value, accuracies),
-                format_value(run["perfect_rate"]),
-                yes(run["collapsed"]),
-                yes(run["ended_black"]),
-            )
-        console.print(table)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for run in runs:
+        accuracies = (run["pixel_accuracy"], run["final_foreground_accuracy"], run["min_class_accuracy"])
+        table.add_row(
+            str(run["seed"]),
+            _yes(run["reached_target"]),
+            str(run["epochs"]),
+            *map(format_value, accuracies),
+            format_value(run["perfect_rate"]),
+            _yes(run["collapsed"]),
+            _yes(run["ended_black"]),
+        )
+    return table
+
+
+def _summary_table(record: dict[str, Any]) -> Table:
+    """An overfit study's summary: a row per arm."""
+    from rich.table import Table
+
+    from ..report import TARGET_NAMES
+    from ..study import format_value
+
     epochs = _count(record["epochs"], "epoch")
     target = f"{TARGET_NAMES[record['target_metric']]} {record['target_accuracy']:.0%}"
     summary = Table(title=f"Overfit study: target {target}, at most {epochs}", title_justify="left")
@@ -276,7 +288,11 @@ def print_study(record: dict[str, Any], console: Console) -> None:
             f"{arm_summary['collapsed']}/{runs}",
             f"{arm_summary['ended_black']}/{runs}",
         )
-    console.print(summary)
+    return summary
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def print_normal_study(record: dict[str, Any], console: Console) -> None:
