@@ -244,7 +244,7 @@ class Reporter(Printer):
     # --------------------------------------------------------------- loops ----
 
     def validation(self, final: dict[str, Any], *, improved: bool) -> None:
-        """Normal mode: the ``[Val]`` lines after an epoch (``(best)`` marks a new best objective)."""
+        """Normal mode: the ``[Val]`` lines after an epoch (``(best)`` marks a new best epoch, saved as best.pt)."""
         self.print(
             f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
             f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
