@@ -82,6 +82,9 @@ class TrainingState:
             config.beta_ramp_epochs,
             config.beta_cycle_epochs,
         )
+        per_batch = None
+        if config.per_batch_weights:
+            per_batch = WeightSpec(config.num_colors, config.weights_method, config.weights_smooth)
         net: torch.nn.Module = model
         if group.enabled:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -102,9 +105,7 @@ class TrainingState:
             group=group,
             report=report,
             weights=weights,
-            per_batch=WeightSpec(config.num_colors, config.weights_method, config.weights_smooth)
-            if config.per_batch_weights
-            else None,
+            per_batch=per_batch,
             data_fingerprint=data.fingerprint,
             first_bad_step=torch.tensor(-1, device=device),
         )
