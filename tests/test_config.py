@@ -13,6 +13,7 @@ from arcvae.cli import app
 from arcvae.config import (
     BetaScheduleName,
     DeviceName,
+    TargetMetric,
     TrainConfig,
     WeightsFrom,
     choices,
@@ -55,6 +56,7 @@ def test_choice_types_are_the_command_lines_choices():
     assert choices(BetaScheduleName) == ("linear_warmup", "cyclical", "constant")
     assert choices(DeviceName) == ("auto", "cpu", "cuda", "mps")
     assert choices(WeightsFrom) == ("full", "batch")
+    assert choices(TargetMetric) == ("pixel", "foreground", "balanced", "perfect")
     result = CliRunner().invoke(app, ["train", "--device", "gpu"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "'gpu' is not one of 'auto', 'cpu', 'cuda', 'mps'" in result.output
 
@@ -105,3 +107,10 @@ def test_quick_test_and_max_epochs_shorten_the_run():
     assert TrainConfig(epochs=50, max_epochs=7).epochs_to_run == 7
     assert TrainConfig(quick_test=True).steps_per_overfit_epoch == 10
     assert TrainConfig().steps_per_overfit_epoch == 50
+    assert TrainConfig(overfit_batch=True, epochs=10).schedule_epochs == 50  # --epochs only limits an overfit run
+    assert TrainConfig(epochs=10).schedule_epochs == 10
+    assert TrainConfig(train_samples=100).sample_limits == (100, None)
+    assert TrainConfig(train_samples=100, quick_test=True).sample_limits == (2048, 512)
+    assert TrainConfig(weights_from="batch").per_batch_weights  # normal mode: every batch weighs itself
+    assert not TrainConfig(weights_from="batch", overfit_batch=True).per_batch_weights
+    assert not TrainConfig(weights_from="batch", use_class_weights=False).per_batch_weights

@@ -74,5 +74,24 @@ def test_tally_accumulates_like_one_big_batch():
     assert tally.summary() == batch_metrics(p, t)
 
 
+@given(st.integers(0, 10_000))
+def test_perfect_rate_counts_the_grids_without_a_wrong_pixel(seed):
+    rng = np.random.default_rng(seed)
+    targets = rng.integers(0, 10, size=(12, 16, 16))
+    preds = targets.copy()
+    wrong = rng.random(12) < 0.5
+    for i in np.flatnonzero(wrong):  # one wrong pixel is enough to spoil a grid
+        y, x = rng.integers(0, 16, size=2)
+        preds[i, y, x] = (targets[i, y, x] + 1 + rng.integers(0, 9)) % 10
+    perfect = [np.array_equal(p, t) for p, t in zip(preds, targets)]
+    assert sum(perfect) == 12 - wrong.sum()
+    direct = sum(perfect) / 12
+    assert batch_metrics(torch.from_numpy(preds), torch.from_numpy(targets))["perfect_rate"] == direct
+    tally = Tally.zeros(10)
+    for part in np.array_split(np.arange(12), 3):
+        tally.update(torch.from_numpy(preds[part]), torch.from_numpy(targets[part]))
+    assert tally.summary()["perfect_rate"] == direct
+
+
 def test_format_per_class_marks_absent_classes():
     assert format_per_class([0.923, None, 1.0]) == ["0.92", "-", "1.00"]

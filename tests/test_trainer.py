@@ -13,10 +13,11 @@ from rich.console import Console
 from arcvae import trainer
 from arcvae.config import TrainConfig
 from arcvae.errors import ArcvaeError
+from arcvae.loop import reached_target
 from arcvae.model import predictions
 from arcvae.report import Reporter
 from arcvae.runtime import resolve_device
-from arcvae.state import make_optimizer
+from arcvae.state import TrainingState, make_optimizer, make_scheduler
 
 
 def quiet() -> tuple[Reporter, io.StringIO]:
@@ -62,13 +63,14 @@ def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
     report, out = quiet()
     result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, batch_size=64, log_every_n_steps=5), report)
     run = tmp_path / "run"
-    assert result.epochs_run == 3 and result.best_val_objective is not None
+    assert result.epochs_run == 3 and (result.best_epoch is None) == (result.best_val_balanced_accuracy is None)
     assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints", "result.json",
                                                "reconstructions.png", "curves.png", ".lock"}  # fmt: skip
     for name, size in (("reconstructions.png", (50 + 125 * 8, 275)), ("curves.png", (1000, 700))):  # documented in arcvae.plots
         data = (run / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == size, name
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt", "best.pt"}
+    best = {"best.pt"} if result.best_epoch is not None else set()  # only an epoch that beat an all-black model
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt"} | best
     epochs = records(run, "epoch")
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert {"val_loss", "val_pixel_accuracy", "val_foreground_accuracy", "val_balanced_accuracy", "val_per_class_accuracy", "lr"} <= set(epochs[0])
@@ -88,7 +90,7 @@ def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):
 
 
 def test_cached_weights_are_reused(tiny_corpus, tmp_path):
-    base = dict(data=str(tiny_corpus), overfit_batch=True, quick_test=True)
+    base = {"data": str(tiny_corpus), "overfit_batch": True, "quick_test": True}
     trainer.train(TrainConfig(out=str(tmp_path / "a"), **base), quiet()[0])
     report, out = quiet()
     trainer.train(TrainConfig(out=str(tmp_path / "b"), use_cached_weights=True, **base), report)
@@ -205,3 +207,58 @@ def test_the_weights_are_printed_once(origin):
     assert "Class weights: [" not in text
     assert ("Class counts: [900, 10, 40]" in text) == (origin == "full")
     assert ("Batch class counts: [32, 0, 0]" in text) == (origin == "full")
+
+
+def learning_rates(config: TrainConfig, steps: int, steps_per_epoch: int = 50) -> list[float]:
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], config.lr)
+    scheduler = make_scheduler(optimizer, config, steps_per_epoch)
+    holder = type("Holder", (), {"scheduler": scheduler})()
+    rates = []
+    for _ in range(steps):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        TrainingState.step_scheduler(holder)  # type: ignore[arg-type]
+    return rates
+
+
+def test_the_overfit_learning_rate_does_not_depend_on_epochs():
+    short, default = (learning_rates(TrainConfig(overfit_batch=True, epochs=epochs), 500) for epochs in (10, 50))
+    assert short == default  # --epochs only stops an overfit run sooner
+    assert default[0] == 5e-4 and default[250] < default[0]  # a cosine, 2,500 steps long
+    assert learning_rates(TrainConfig(epochs=10), 500) != learning_rates(TrainConfig(epochs=50), 500)  # normal mode: over --epochs
+
+
+def test_the_learning_rate_stays_at_its_floor_after_the_cosine():
+    rates = learning_rates(TrainConfig(overfit_batch=True, overfit_schedule_epochs=2), 250)  # a cosine of 100 steps
+    assert rates[100:] == [pytest.approx(1e-5)] * 150
+    assert rates[:100] == sorted(rates[:100], reverse=True)
+
+
+@pytest.mark.parametrize(
+    ("metric", "key"),
+    [("pixel", "pixel_accuracy"), ("foreground", "foreground_accuracy"), ("balanced", "balanced_accuracy"), ("perfect", "perfect_rate")],
+)
+def test_the_target_applies_to_the_target_metric(metric, key):
+    config = TrainConfig(overfit_batch=True, target_metric=metric, target_accuracy=0.9)
+    others = {name: 0.0 for name in ("pixel_accuracy", "foreground_accuracy", "balanced_accuracy", "perfect_rate")}
+    assert config.target_key == key
+    assert reached_target({**others, key: 0.9}, config) and not reached_target({**others, key: 0.89}, config)
+    assert not reached_target({**others, key: None}, config)  # e.g. no foreground pixel at all: not reached
+    assert not reached_target({name: 1.0 for name in others if name != key} | {key: 0.5}, config)
+
+
+def test_a_perfect_grid_target_is_reported_by_its_name(tiny_corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from arcvae.cli import app
+
+    args = ["train", "--data", str(tiny_corpus), "--overfit-batch", "--quick-test", "--epochs", "1", "--target-metric", "perfect",
+            "--out", str(tmp_path / "run")]  # fmt: skip
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # ten steps from scratch reconstruct no grid perfectly, on any CPU
+    assert "✗ Target not reached: perfect-grid rate 0.0% < 95.0% after 1 epochs" in result.stdout
+    assert "perfect grids: 0/32 (0.0%)" in result.stdout
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert saved["reached_target"] is False and saved["final"]["perfect_rate"] == 0.0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["target_metric"] == "perfect"

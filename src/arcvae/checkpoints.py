@@ -29,7 +29,7 @@ from .model import BetaVAE
 if TYPE_CHECKING:
     from .state import TrainingState
 
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3  # 3: best_val is the best validation balanced accuracy, with best_epoch
 _RNG_BYTES = torch.get_rng_state().numel()  # a CPU generator's state; the loader's generator has the same size
 _REQUIRED = {
     "model": dict,
@@ -107,6 +107,7 @@ def save_state(
             "data_fingerprint": state.data_fingerprint,
             "weights_fingerprint": None if state.weights is None else state.weights.fingerprint,
             "best_val": state.best_val,
+            "best_epoch": state.best_epoch,
             "stale": state.stale,
             "finished": finished,
             "reached_target": reached_target,
@@ -141,9 +142,10 @@ def restore_state(state: TrainingState, checkpoint: dict[str, Any]) -> int:
         state.report.warn(
             f"could not restore the {state.device.type} random state ({exc}); the run continues, not bit-for-bit"
         )
-    state.step, state.best_val, state.stale = (
+    state.step, state.best_val, state.best_epoch, state.stale = (
         int(checkpoint["step"]),
         float(checkpoint["best_val"]),
+        checkpoint["best_epoch"],
         int(checkpoint["stale"]),
     )
     return int(checkpoint["epoch"])
@@ -177,7 +179,7 @@ def check_checkpoint(state: Any, where: str) -> None:
     """Raise an :class:`ArcvaeError` naming the first problem unless ``state`` is a usable checkpoint."""
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise ArcvaeError(f"{where!r} is not an arcvae checkpoint of version {CHECKPOINT_VERSION}")
-    missing = sorted((set(_REQUIRED) | {"weights_fingerprint"}) - set(state))
+    missing = sorted((set(_REQUIRED) | {"weights_fingerprint", "best_epoch"}) - set(state))
     if missing:
         raise ArcvaeError(f"checkpoint {where!r} is incomplete: it lacks {', '.join(missing)}")
     for key, kind in _REQUIRED.items():
@@ -189,6 +191,11 @@ def check_checkpoint(state: Any, where: str) -> None:
             raise ArcvaeError(f"checkpoint {where!r} is damaged: {key} is {_describe(value)}, expected {kind.__name__}")
     if state["epoch"] < 0 or state["step"] < 0 or state["stale"] < 0:
         raise ArcvaeError(f"checkpoint {where!r} is damaged: negative epoch, step or patience counter")
+    best_epoch = state["best_epoch"]
+    if best_epoch is not None and (not isinstance(best_epoch, int) or isinstance(best_epoch, bool) or best_epoch < 1):
+        raise ArcvaeError(
+            f"checkpoint {where!r} is damaged: best_epoch is {_describe(best_epoch)}, expected None or an epoch"
+        )
     try:
         config = TrainConfig.from_dict(state["config"])
     except (ArcvaeError, TypeError) as exc:

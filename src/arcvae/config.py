@@ -24,7 +24,16 @@ from .errors import ArcvaeError
 # The choice sets, declared once; the command line offers exactly these.
 BetaScheduleName = Literal["linear_warmup", "cyclical", "constant"]
 DeviceName = Literal["auto", "cpu", "cuda", "mps"]
-WeightsFrom = Literal["full", "batch"]  # count the full training split, or (overfit mode) only the batch
+# count the full training split; or the batch: the overfit batch, or (normal mode) every training batch anew
+WeightsFrom = Literal["full", "batch"]
+TargetMetric = Literal["pixel", "foreground", "balanced", "perfect"]  # what --target-accuracy applies to
+# each target metric's key in an evaluation's metrics (metrics.Tally.summary)
+TARGET_KEYS = {
+    "pixel": "pixel_accuracy",
+    "foreground": "foreground_accuracy",
+    "balanced": "balanced_accuracy",
+    "perfect": "perfect_rate",
+}
 
 SEED_LIMIT = 2**63  # seeds are 0 .. 2**63 - 1 (torch takes them all; numpy's global generator gets seed mod 2**32)
 QUICK_TEST = {"epochs": 3, "overfit_repeats": 10, "train_samples": 2048, "val_samples": 512}  # --quick-test limits
@@ -81,13 +90,20 @@ class TrainConfig:
     weights_method: str = option("sqrt_inverse", "Class-weight method from classweights.METHODS.")
     weights_smooth: float = option(1.0, "Pseudo-count added to every class count.", low=0)
     weights_from: WeightsFrom = option(
-        "full", "Count the full training split, or (with --overfit-batch, for comparison) only the batch."
+        "full",
+        "Count the full training split, or (for comparison) only the batch: the overfit batch, or in normal mode "
+        "every training batch anew.",
     )
 
     # optimisation
     epochs: int = option(50, "Maximum epochs.", low=1)
     max_epochs: int | None = fixed(
         None, "Stop after this many epochs; the LR and beta schedules still span `epochs`.", low=1
+    )
+    # The overfit learning rate follows the schedule of the default 50-epoch run whatever --epochs, which only
+    # stops the run sooner: with a cosine over --epochs, asking for fewer epochs would lower the learning rate.
+    overfit_schedule_epochs: int = fixed(
+        50, "Overfit mode: epochs the cosine learning-rate schedule spans, whatever --epochs.", low=1
     )
     batch_size: int = option(128, "Batch size in normal mode (overfit mode uses its batch of 32).", low=1)
     lr: float = option(5e-4, "Adam learning rate (cosine-annealed to 1e-5).", low=0, low_open=True)
@@ -111,9 +127,18 @@ class TrainConfig:
 
     # stopping
     target_accuracy: float = option(
-        0.95, "Overfit mode stops when pixel accuracy reaches this.", low=0, low_open=True, high=1
+        0.95, "Overfit mode stops when the --target-metric reaches this.", low=0, low_open=True, high=1
     )
-    patience: int = fixed(10, "Normal mode: epochs without validation improvement before stopping.", low=1)
+    target_metric: TargetMetric = option(
+        "pixel",
+        "What --target-accuracy applies to: pixel, foreground (non-black) or balanced (mean per-colour) accuracy, "
+        "or the perfect-grid rate.",
+    )
+    patience: int = fixed(
+        10, "Normal mode: epochs without a better validation balanced accuracy before stopping.", low=1
+    )
+    train_samples: int | None = fixed(None, "Normal mode: train on the first N training grids (studies).", low=1)
+    val_samples: int | None = fixed(None, "Normal mode: validate on the first N validation grids (studies).", low=1)
 
     # bookkeeping
     seed: int = option(
@@ -133,18 +158,36 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for spec in fields(self):
             _check(spec.name, getattr(self, spec.name), _field_types()[spec.name], spec.metadata["option"])
-        if self.weights_from == "batch" and not self.overfit_batch:
-            raise ArcvaeError(
-                "weights from the overfit batch alone (weights_from='batch', --weights-from batch) "
-                "need overfit mode (--overfit-batch)"
-            )
 
     # what the options mean for a run
 
     @property
     def planned_epochs(self) -> int:
-        """The epochs the learning-rate and beta schedules span: ``epochs``, at most 3 in a quick test."""
+        """The epochs a run may last: ``epochs``, at most 3 in a quick test."""
         return min(self.epochs, QUICK_TEST["epochs"]) if self.quick_test else self.epochs
+
+    @property
+    def schedule_epochs(self) -> int:
+        """The epochs the cosine learning-rate schedule spans: :attr:`planned_epochs`, or in overfit mode a fixed
+        length (``overfit_schedule_epochs``), so that ``--epochs`` only limits an overfit run."""
+        return self.overfit_schedule_epochs if self.overfit_batch else self.planned_epochs
+
+    @property
+    def per_batch_weights(self) -> bool:
+        """Normal mode with ``weights_from="batch"``: every training batch is weighted by its own counts."""
+        return self.use_class_weights and self.weights_from == "batch" and not self.overfit_batch
+
+    @property
+    def target_key(self) -> str:
+        """The metric ``target_accuracy`` applies to, as an evaluation names it (``pixel_accuracy``, ...)."""
+        return TARGET_KEYS[self.target_metric]
+
+    @property
+    def sample_limits(self) -> tuple[int | None, int | None]:
+        """Normal mode: how many of the first training and validation grids a run uses (``None``: all)."""
+        if self.quick_test:
+            return QUICK_TEST["train_samples"], QUICK_TEST["val_samples"]
+        return self.train_samples, self.val_samples
 
     @property
     def epochs_to_run(self) -> int:

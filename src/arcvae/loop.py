@@ -16,9 +16,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from . import checkpoints
+from .config import TrainConfig
 from .distributed import SINGLE, Dist
 from .losses import FocalLoss, kl_divergence
-from .metrics import Tally
+from .metrics import Tally, one_colour_score
 from .model import BetaVAE, predictions
 from .run_data import RunData
 from .run_files import MetricsLog, RunResult, truncate_metrics
@@ -58,7 +59,8 @@ def train_epochs(state: TrainingState, data: RunData, start_epoch: int) -> RunRe
 def overfit_loop(state: TrainingState, batch: torch.Tensor, start_epoch: int, epochs: int) -> RunResult:
     """Train on ``batch`` again and again, evaluating it every ``log_every_n_steps``, until it is memorised."""
     config, report = state.config, state.report
-    batch = batch[state.group.shard(len(batch))]  # under torchrun: this process's share of the batch
+    grids = len(batch)
+    batch = batch[state.group.shard(grids)]  # under torchrun: this process's share of the batch
     repeats = config.steps_per_overfit_epoch
     final: dict[str, Any] = {}
     report.print()
@@ -79,18 +81,24 @@ def overfit_loop(state: TrainingState, batch: torch.Tensor, start_epoch: int, ep
                     )
                     report.per_class(final["per_class_accuracy"])
                     tally = Tally.zeros(config.num_colors, state.device)
-                    # stop: the batch is memorised
-                    if final["pixel_accuracy"] >= config.target_accuracy:
+                    # stop: the batch is memorised, by the target's measure
+                    if reached_target(final, config):
                         reached = True
                         break
         done = reached or epoch + 1 == epochs
         state.record(_epoch_record(state, epoch, "eval", final))
         checkpoints.save_state(state, epoch + 1, finished=done, reached_target=reached, final=final)
         if reached:
-            report.overfit_reached(final, config.target_accuracy, state.run_dir)
+            report.overfit_reached(final, config, grids, state.run_dir)
             return RunResult(state.run_dir, epoch + 1, state.step, True, final)  # the same decision on every rank
-    report.overfit_missed(final, config.target_accuracy, epochs, state.run_dir)
+    report.overfit_missed(final, config, grids, epochs, state.run_dir)
     return RunResult(state.run_dir, epochs, state.step, False, final)
+
+
+def reached_target(final: dict[str, Any], config: TrainConfig) -> bool:
+    """Whether an evaluation reaches ``--target-accuracy`` in ``--target-metric`` (a metric without a value does not)."""
+    value = final.get(config.target_key)
+    return value is not None and value >= config.target_accuracy
 
 
 def normal_loop(
@@ -123,7 +131,7 @@ def normal_loop(
         # evaluate
         final = _evaluate(state, val_loader, state.schedule(epoch + 1))
         state.check_finite(torch.tensor(final["loss"]))
-        improved = _track_best(state, epoch, final["objective"])
+        improved = _track_best(state, epoch, final)
         state.record(_epoch_record(state, epoch, "val", final))
         report.validation(final, improved=improved)
         # checkpoint and stop
@@ -132,17 +140,20 @@ def normal_loop(
         if improved:
             checkpoints.save_state(state, epoch + 1, "best.pt", final=final)
         if stop:
-            report.print(f"Early stopping: the validation objective has not improved for {config.patience} epochs.")
+            report.print(
+                f"Early stopping: the validation balanced accuracy has not improved for {config.patience} epochs."
+            )
             break
-    report.print(f"[RUN] {state.run_dir} (best validation objective {state.best_val:.4f})")
-    return RunResult(state.run_dir, epochs_run, state.step, False, final, state.best_val)
+    report.best(state.run_dir, state.best_epoch, state.best_val, one_colour_score(final.get("per_class_accuracy", [])))
+    best = None if state.best_epoch is None else state.best_val
+    return RunResult(state.run_dir, epochs_run, state.step, False, final, best, state.best_epoch)
 
 
 def train_step(state: TrainingState, grids: torch.Tensor, beta: float, tally: Tally) -> Losses:
     """One optimiser step on ``grids``; adds its predictions to ``tally``. No host sync."""
     # forward
     logits, mu, logvar = state.net(grids)
-    recon = state.loss_fn(logits, grids)
+    recon = state.reconstruction_loss(logits, grids)
     kl = kl_divergence(mu, logvar, state.config.free_bits)
     loss = recon + beta * kl
     # backward, step
@@ -155,7 +166,7 @@ def train_step(state: TrainingState, grids: torch.Tensor, beta: float, tally: Ta
     bad = ~(torch.isfinite(norm) & torch.isfinite(loss.detach()))
     state.first_bad_step = torch.where(bad & (state.first_bad_step < 0), state.step, state.first_bad_step)
     state.optimizer.step()
-    state.scheduler.step()
+    state.step_scheduler()
     tally.update(predictions(logits.detach()), grids)
     return loss.detach(), recon.detach(), kl.detach()
 
@@ -263,15 +274,26 @@ def _train_loader(state: TrainingState, train_grids: np.ndarray) -> tuple[DataLo
     return DataLoader(train_set, batch_size=config.batch_size // group.world, sampler=sampler, pin_memory=pin), sampler
 
 
-def _track_best(state: TrainingState, epoch: int, objective: float) -> bool:
-    """Update the best validation objective and the epochs since it improved; return whether this epoch improved it."""
+def _track_best(state: TrainingState, epoch: int, final: dict[str, Any]) -> bool:
+    """Whether this epoch is the best so far (``best.pt``); update the best and the epochs since it improved.
+
+    The criterion is the validation balanced accuracy (the mean per-colour
+    accuracy), and an epoch counts only if it beats predicting one colour
+    everywhere: an all-black model is never the best. Once beta reaches its
+    final value, the epochs trained before it stop competing (and their
+    ``best.pt`` is removed): a model trained without the KL term's full
+    weight is not the VAE the run is for.
+    """
     settled = state.schedule.settled_epoch
     if epoch < settled <= epoch + 1:  # beta has just reached its final value: earlier epochs do not compete
-        state.best_val, state.stale = math.inf, 0
-    improved = objective < state.best_val
-    state.best_val = min(state.best_val, objective)
+        state.best_val, state.best_epoch, state.stale = -math.inf, None, 0
+        if state.group.is_main:
+            (state.run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
+    score = final["balanced_accuracy"]
+    floor = one_colour_score(final["per_class_accuracy"])
+    improved = score is not None and score > max(state.best_val, floor)
     if improved:
-        state.stale = 0
+        state.best_val, state.best_epoch, state.stale = score, epoch + 1, 0
     elif epoch + 1 >= settled:  # patience counts only once beta has stopped moving
         state.stale += 1
     return improved

@@ -8,6 +8,7 @@ the targets has no accuracy: it is reported as ``None``, never as 0.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,15 +51,16 @@ class Tally:
     def summary(self, background: int = 0) -> dict[str, Any]:
         """Plain-Python metrics (one host transfer)."""
         correct, total = self.correct.cpu(), self.total.cpu()
-        present = total > 0
         per_class = [float(c) / float(t) if t > 0 else None for c, t in zip(correct.tolist(), total.tolist())]
-        foreground = torch.ones_like(present)
+        present = [accuracy for accuracy in per_class if accuracy is not None]
+        foreground = torch.ones(total.numel(), dtype=torch.bool)
         foreground[background] = False
         fg_total = int(total[foreground].sum())
         return {
             "pixel_accuracy": float(correct.sum()) / max(1, int(total.sum())),
             "foreground_accuracy": float(correct[foreground].sum()) / fg_total if fg_total else None,
-            "balanced_accuracy": float((correct[present] / total[present]).mean()) if bool(present.any()) else None,
+            # in float64, so that predicting one colour everywhere scores exactly one_colour_score
+            "balanced_accuracy": math.fsum(present) / len(present) if present else None,
             "perfect_rate": float(self.perfect) / max(1, int(self.grids)),
             "per_class_accuracy": per_class,
         }
@@ -76,6 +78,19 @@ def batch_metrics(preds: torch.Tensor, targets: torch.Tensor, num_classes: int =
     tally = Tally.zeros(num_classes, preds.device)
     tally.update(preds, targets)
     return tally.summary()
+
+
+def one_colour_score(per_class: list[float | None]) -> float:
+    """The balanced accuracy of predicting one colour everywhere (all black, say): ``1 / K`` for K colours present.
+
+    A model must beat it to be better than a collapsed one.
+
+    Example:
+        >>> one_colour_score([1.0, 0.0, None, 0.0])
+        0.3333333333333333
+    """
+    present = sum(accuracy is not None for accuracy in per_class)
+    return 1.0 / present if present else 0.0
 
 
 def format_per_class(per_class: list[float | None]) -> list[str]:

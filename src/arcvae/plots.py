@@ -211,6 +211,56 @@ def save_study_plot(runs: Sequence[Mapping[str, Any]], path: str | os.PathLike[s
     _save(fig, path)
 
 
+NORMAL_STUDY_PANELS = (
+    ("foreground_accuracy", "foreground accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("min_class_accuracy", "worst colour's accuracy"),
+    ("perfect_rate", "perfect grids"),
+)
+
+
+def save_normal_study_plot(record: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
+    """Draw a normal study's validation measures against the batch size into a PNG of 1000 x 700 pixels.
+
+    Four panels (foreground, balanced and worst-colour accuracy, perfect-grid
+    rate); in each, one line per arm through the medians over seeds, and a band
+    from the lowest to the highest seed. The batch sizes are on a log scale;
+    each panel's accuracy axis ends a little above its highest value (at least
+    0.2, at most 1).
+
+    Args:
+        record: a normal study's ``study.json``: ``batch_sizes``, and ``arms``
+            mapping each arm to ``{"<batch size>": {"summary": {measure:
+            {"median", "min", "max"}}}}``; a ``None`` value leaves a gap.
+        path: the PNG file to write (atomically).
+    """
+    sizes = [int(size) for size in record["batch_sizes"]]
+    fig = _new_figure(10, 7)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.92, wspace=0.18, hspace=0.3)
+    fig.suptitle(
+        f"Normal study: last validation after {record['epochs']} epochs, median over seeds (band: lowest to highest)",
+        fontsize=11,
+    )
+    for ax, (measure, title) in zip(fig.subplots(2, 2).flat, NORMAL_STUDY_PANELS):
+        highest = 0.0
+        for k, (arm, cells) in enumerate(record["arms"].items()):
+            stats = [cells[str(size)]["summary"][measure] for size in sizes]
+            low, mid, high = (
+                [math.nan if s[key] is None else s[key] for s in stats] for key in ("min", "median", "max")
+            )
+            ax.fill_between(sizes, low, high, color=f"C{k % 10}", alpha=0.15, linewidth=0)
+            ax.plot(sizes, mid, color=f"C{k % 10}", marker="o", markersize=4, label=arm)
+            highest = max([highest, *(value for value in high if not math.isnan(value))])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(size) for size in sizes])
+        ax.set_ylim(-0.01, min(1.02, max(0.2, 1.15 * highest)))  # short runs score low: their range, not 0 to 1
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.set_xlabel("batch size")
+    fig.axes[0].legend(fontsize=8)
+    _save(fig, path)
+
+
 def _new_figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -36,8 +36,13 @@ if TYPE_CHECKING:
     from .weight_cache import ClassWeights
 
 RULE = "─" * 70
-# --weights-from, as a run's [MODEL] line names it
-WEIGHTS_SOURCE_LABELS = {"full": "full_dataset", "batch": "single_batch"}
+# --target-metric, as the end of an overfit run names it
+TARGET_NAMES = {
+    "pixel": "pixel accuracy",
+    "foreground": "foreground accuracy",
+    "balanced": "balanced accuracy",
+    "perfect": "perfect-grid rate",
+}
 
 
 class Printer:
@@ -128,6 +133,12 @@ class Reporter(Printer):
                 self.warn(
                     "--overfit-batch without class weights: the model will likely collapse to all-black (93% pixel accuracy)"
                 )
+        elif config.per_batch_weights:
+            self.section("Class weights from every training batch (not the full dataset)...")
+            self.print(
+                f"  Method: {config.weights_method} (smooth {config.weights_smooth:g}), counted anew on each batch of "
+                f"{config.batch_size} grids at every training step; the validation loss is unweighted"
+            )
         elif resumed:
             return  # the run's own weights are shown once read
         elif config.weights_from == "batch":
@@ -222,9 +233,10 @@ class Reporter(Printer):
         self.print(f"[MODEL] Created: {parameters:,} parameters")
         self.print(f"[MODEL] Using Focal Loss (γ={config.focal_gamma})")
         if weights is not None:
-            self.print(
-                f"[MODEL] Using class weights (method={weights.spec.method}, source={WEIGHTS_SOURCE_LABELS[config.weights_from]})"
-            )
+            source = "single_batch" if config.weights_from == "batch" else "full_dataset"
+            self.print(f"[MODEL] Using class weights (method={weights.spec.method}, source={source})")
+        elif config.per_batch_weights:
+            self.print(f"[MODEL] Using class weights (method={config.weights_method}, source=every_batch)")
         else:
             self.print("[MODEL] No class weights (uniform)")
         self.print(f"[MODEL] Device: {device}")
@@ -232,7 +244,7 @@ class Reporter(Printer):
     # --------------------------------------------------------------- loops ----
 
     def validation(self, final: dict[str, Any], *, improved: bool) -> None:
-        """Normal mode: the ``[Val]`` lines after an epoch (``(best)`` marks a new best objective)."""
+        """Normal mode: the ``[Val]`` lines after an epoch (``(best)`` marks a new best epoch, saved as best.pt)."""
         self.print(
             f"  [Val] loss={final['loss']:.4f} objective={final['objective']:.4f} acc={final['pixel_accuracy']:.3f} "
             f"fg={_pct(final['foreground_accuracy'])} balanced={_pct(final['balanced_accuracy'])} "
@@ -240,25 +252,58 @@ class Reporter(Printer):
         )
         self.per_class(final["per_class_accuracy"], prefix="  [Val] Per-class accuracy")
 
-    def overfit_reached(self, final: dict[str, Any], target: float, run_dir: Path) -> None:
+    def overfit_reached(self, final: dict[str, Any], config: TrainConfig, grids: int, run_dir: Path) -> None:
+        """The end of an overfit run that reached its target (the spec's lines), with the perfect-grid rate."""
         self.print()
         self.print(
-            f"✓ Overfitting target achieved! ({final['pixel_accuracy']:.1%} >= {target:.1%})", style="bold green"
+            f"✓ Overfitting target achieved! ({_target_value(final, config)} >= {config.target_accuracy:.1%})",
+            style="bold green",
         )
         self.print("Stopping early as model has successfully memorized the batch.")
-        self.print(
-            f"  Foreground accuracy: {_pct(final['foreground_accuracy'])}, balanced accuracy: {_pct(final['balanced_accuracy'])}"
-        )
+        self._overfit_summary(final, config, grids)
         self.print(f"[RUN] {run_dir}")
 
-    def overfit_missed(self, final: dict[str, Any], target: float, epochs: int, run_dir: Path) -> None:
+    def overfit_missed(
+        self, final: dict[str, Any], config: TrainConfig, grids: int, epochs: int, run_dir: Path
+    ) -> None:
         self.print()
         self.print(
-            f"✗ Target not reached: pixel accuracy {_pct(final.get('pixel_accuracy'))} < {target:.1%} after {epochs} epochs "
-            f"(foreground accuracy {_pct(final.get('foreground_accuracy'))}).",
+            f"✗ Target not reached: {_target_value(final, config, named=True)} < {config.target_accuracy:.1%} "
+            f"after {epochs} epochs (foreground accuracy {_pct(final.get('foreground_accuracy'))}).",
             style="bold red",
         )
+        self._overfit_summary(final, config, grids)
         self.print(f"[RUN] {run_dir}")
+
+    def _overfit_summary(self, final: dict[str, Any], config: TrainConfig, grids: int) -> None:
+        """The other measures of the last evaluation, the perfect-grid rate among them (pixel accuracy hides it)."""
+        perfect = round((final.get("perfect_rate") or 0.0) * grids)
+        self.print(
+            f"  Pixel accuracy: {_pct(final.get('pixel_accuracy'))}, foreground accuracy: "
+            f"{_pct(final.get('foreground_accuracy'))}, balanced accuracy: {_pct(final.get('balanced_accuracy'))}, "
+            f"perfect grids: {perfect}/{grids} ({_pct(final.get('perfect_rate'))})"
+        )
+        if config.target_metric != "perfect" and perfect < grids:
+            self.print(
+                f"  Note: {grids - perfect} of the {grids} grids still have wrong pixels; "
+                "--target-metric perfect stops only when whole grids are right"
+            )
+
+    def best(self, run_dir: Path, epoch: int | None, score: float, floor: float) -> None:
+        """Normal mode's last line: the epoch ``best.pt`` holds, or why there is none."""
+        if epoch is None:
+            self.print(
+                f"[RUN] {run_dir} (no best.pt: no epoch beat the balanced accuracy of predicting one colour "
+                f"everywhere, {floor:.1%})"
+            )
+        else:
+            self.print(f"[RUN] {run_dir} (best.pt: epoch {epoch}, validation balanced accuracy {score:.1%})")
+
+
+def _target_value(final: dict[str, Any], config: TrainConfig, *, named: bool = False) -> str:
+    """``95.4%``, or ``perfect-grid rate 40.6%``: the target metric's value (named when not pixel accuracy)."""
+    value = _pct(final.get(config.target_key))
+    return f"{TARGET_NAMES[config.target_metric]} {value}" if named or config.target_metric != "pixel" else value
 
 
 def _pct(value: float | None) -> str:

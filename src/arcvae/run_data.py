@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import QUICK_TEST, TrainConfig
+from .config import TrainConfig
 from .data import Narrator, Split, read_split, resolve_data_path
 from .distributed import SINGLE, Dist
 from .errors import ArcvaeError
@@ -78,9 +78,6 @@ def load_run_data(config: TrainConfig, report: Narrator, group: Dist, device: to
     val = read_split(path, "val")
     data.val_grids = val.grids
     data.fingerprint["val"] = data.digest(val, "val", group)
-    if config.quick_test:
-        data.train_grids, data.val_grids = (
-            train.grids[: QUICK_TEST["train_samples"]],
-            val.grids[: QUICK_TEST["val_samples"]],
-        )
+    train_limit, val_limit = config.sample_limits  # a quick test or a study: the first grids of each split
+    data.train_grids, data.val_grids = train.grids[:train_limit], val.grids[:val_limit]
     return data

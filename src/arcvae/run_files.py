@@ -9,7 +9,6 @@ which reads a run's model back); who may write the folder is :mod:`arcvae.rundir
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +39,8 @@ class RunResult:
     steps: int
     reached_target: bool
     final: dict[str, Any] = field(default_factory=dict)  # last evaluation metrics
-    best_val_objective: float | None = None  # normal mode: best recon + beta_max * KL
+    best_val_balanced_accuracy: float | None = None  # normal mode: the validation balanced accuracy of best.pt
+    best_epoch: int | None = None  # normal mode: the epoch best.pt holds (None: no epoch beat an all-black model)
     model: BetaVAE | None = None  # the trained model (None when a finished run is only reported)
     class_weights: torch.Tensor | None = None  # the weights the loss used (None without class weights)
 
@@ -51,21 +51,23 @@ class RunResult:
             "epochs_run": self.epochs_run,
             "steps": self.steps,
             "reached_target": self.reached_target if overfit else None,
-            "best_val_objective": self.best_val_objective,
+            "best_epoch": self.best_epoch,
+            "best_val_balanced_accuracy": self.best_val_balanced_accuracy,
             "final": self.final,
         }
 
     @classmethod
     def of_checkpoint(cls, run_dir: Path, checkpoint: dict[str, Any]) -> RunResult:
         """The result a finished run's last checkpoint holds."""
-        best = float(checkpoint["best_val"])
+        best_epoch = checkpoint.get("best_epoch")
         return cls(
             run_dir,
             int(checkpoint["epoch"]),
             int(checkpoint["step"]),
             bool(checkpoint.get("reached_target", False)),
             dict(checkpoint.get("final") or {}),
-            None if math.isinf(best) else best,
+            None if best_epoch is None else float(checkpoint["best_val"]),
+            best_epoch,
         )
 
 

@@ -17,13 +17,14 @@ import torch
 from .config import TrainConfig
 from .distributed import Dist
 from .errors import ArcvaeError
-from .losses import BetaSchedule, FocalLoss
+from .losses import BetaSchedule, FocalLoss, focal_loss
 from .model import BetaVAE
 from .report import Reporter
 from .run_data import RunData
 from .run_files import MetricsLog
 from .tracking import NullTracker, Tracker
-from .weight_cache import ClassWeights
+from .weight_cache import ClassWeights, WeightSpec
+from .weights import batch_weights
 
 
 @dataclass
@@ -43,10 +44,12 @@ class TrainingState:
     group: Dist
     report: Reporter
     weights: ClassWeights | None
+    per_batch: WeightSpec | None  # normal mode with --weights-from batch: how each training batch weighs itself
     data_fingerprint: dict[str, str | None]  # content digests of the splits trained on
     first_bad_step: torch.Tensor  # on the device; -1 while every loss and gradient is finite
     step: int = 0
-    best_val: float = math.inf  # best validation objective (recon + beta_max * KL)
+    best_val: float = -math.inf  # best validation balanced accuracy (of an epoch that beat an all-black model)
+    best_epoch: int | None = None  # the epoch (1-based) that scored it, saved as best.pt
     stale: int = 0  # epochs since it improved, counted once the beta schedule has settled
     log: MetricsLog | None = None  # metrics.jsonl (rank 0)
     tracker: Tracker = field(default_factory=NullTracker)  # Weights & Biases with --wandb (rank 0)
@@ -71,8 +74,7 @@ class TrainingState:
         model = BetaVAE(config.num_colors, config.latent_dim).to(device)
         loss_fn = FocalLoss(alpha=None if weights is None else weights.weights, gamma=config.focal_gamma).to(device)
         optimizer = make_optimizer(model.parameters(), config.lr)
-        steps = max(1, config.planned_epochs * _steps_per_epoch(config, data, group))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=config.min_lr)
+        scheduler = make_scheduler(optimizer, config, _steps_per_epoch(config, data, group))
         schedule = BetaSchedule(
             config.beta_schedule,
             config.beta_max,
@@ -80,6 +82,9 @@ class TrainingState:
             config.beta_ramp_epochs,
             config.beta_cycle_epochs,
         )
+        per_batch = None
+        if config.per_batch_weights:
+            per_batch = WeightSpec(config.num_colors, config.weights_method, config.weights_smooth)
         net: torch.nn.Module = model
         if group.enabled:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -100,9 +105,22 @@ class TrainingState:
             group=group,
             report=report,
             weights=weights,
+            per_batch=per_batch,
             data_fingerprint=data.fingerprint,
             first_bad_step=torch.tensor(-1, device=device),
         )
+
+    def reconstruction_loss(self, logits: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+        """The focal loss of a training step: with the run's weights, or those counted on ``grids`` (per batch)."""
+        if self.per_batch is None:
+            return self.loss_fn(logits, grids)
+        alpha = batch_weights(grids, self.per_batch, self.group)
+        return focal_loss(logits, grids, alpha, self.config.focal_gamma)
+
+    def step_scheduler(self) -> None:
+        """Advance the learning rate one step; at the end of its cosine it stays at the floor (``min_lr``)."""
+        if self.scheduler.last_epoch < self.scheduler.T_max:  # type: ignore[attr-defined]
+            self.scheduler.step()
 
     def check_finite(self, loss: torch.Tensor | None = None) -> None:
         """Stop, before anything is logged or saved, if a loss or gradient has gone non-finite."""
@@ -131,6 +149,19 @@ def make_optimizer(params: Any, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
         return torch.optim.Adam(params, lr=lr)
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.CosineAnnealingLR:
+    """The learning rate, cosine-annealed per step from ``lr`` to ``min_lr`` over ``config.schedule_epochs``.
+
+    In overfit mode the cosine spans a fixed number of epochs, so the rate at
+    step k is the same whatever ``--epochs``; a run longer than the cosine
+    stays at ``min_lr`` (:meth:`TrainingState.step_scheduler`).
+    """
+    steps = max(1, config.schedule_epochs * steps_per_epoch)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=config.min_lr)
 
 
 def _steps_per_epoch(config: TrainConfig, data: RunData, group: Dist) -> int:

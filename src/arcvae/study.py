@@ -26,13 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .config import TrainConfig
 from .errors import ArcvaeError
 
+T = TypeVar("T")
+R = TypeVar("R")
 BASE_ARMS = ("none", "batch", "full")
-STUDY_VERSION = 1
+STUDY_VERSION = 2  # 2: target_metric, and each run's perfect-grid rate
 
 
 @dataclass
@@ -48,6 +50,7 @@ class RunSummary:
     foreground_accuracy: list[float | None] = field(default_factory=list)  # at those steps
     pixel_accuracy: float | None = None  # final evaluation
     final_foreground_accuracy: float | None = None
+    perfect_rate: float | None = None  # the share of the batch's grids reconstructed without a wrong pixel
     min_class_accuracy: float | None = None  # over the colours present in the batch
     collapsed: bool = False  # all-black at some evaluation
     ended_black: bool = False  # all-black at the last evaluation
@@ -93,18 +96,49 @@ def summarise_run(arm: str, seed: int, run_dir: Path) -> RunSummary:
         foreground_accuracy=[r.get("eval_foreground_accuracy") for r in evals],
         pixel_accuracy=final.get("pixel_accuracy"),
         final_foreground_accuracy=final.get("foreground_accuracy"),
+        perfect_rate=final.get("perfect_rate"),
         min_class_accuracy=min(present) if present else None,
         collapsed=any(black),
         ended_black=bool(black) and black[-1],
     )
 
 
-Task = tuple[str, int, str, int, str, bool]  # arm, seed, corpus, epochs, study folder, --wandb
+@dataclass(frozen=True)
+class Task:
+    """One overfit run of the study: what a worker process needs to train it."""
+
+    arm: str
+    seed: int
+    data: str
+    epochs: int
+    out: str
+    wandb: bool
+    target_metric: str = "pixel"
+    target_accuracy: float = 0.95
 
 
 def _one_run(task: Task) -> RunSummary:
     """Train one arm with one seed (in a worker process) and summarise it."""
-    arm, seed, data, epochs, out, wandb = task
+    run_dir = Path(task.out) / "runs" / f"{task.arm.replace(':', '-')}-seed{task.seed}"
+    # a default `arcvae train --overfit-batch` run (its learning rate does not depend on --epochs), stopped sooner
+    config = TrainConfig(
+        data=task.data,
+        out=str(run_dir),
+        overfit_batch=True,
+        epochs=task.epochs,
+        seed=task.seed,
+        device="cpu",
+        wandb=task.wandb,
+        target_metric=task.target_metric,  # type: ignore[arg-type]
+        target_accuracy=task.target_accuracy,
+        **arm_config(task.arm),
+    )
+    train_quietly(config)
+    return summarise_run(task.arm, task.seed, run_dir)
+
+
+def train_quietly(config: TrainConfig) -> None:
+    """Train one study run on one thread (the runs share the cores), its console output discarded."""
     import io
 
     import torch
@@ -113,37 +147,26 @@ def _one_run(task: Task) -> RunSummary:
     from .report import Reporter
     from .trainer import train
 
-    torch.set_num_threads(1)  # the runs share the cores
-    run_dir = Path(out) / "runs" / f"{arm.replace(':', '-')}-seed{seed}"
-    # the schedules of a default `arcvae train --overfit-batch` run (50 epochs), stopped after `epochs`
-    config = TrainConfig(
-        data=data,
-        out=str(run_dir),
-        overfit_batch=True,
-        max_epochs=epochs,
-        seed=seed,
-        device="cpu",
-        wandb=wandb,
-        **arm_config(arm),
-    )
+    torch.set_num_threads(1)
     train(config, Reporter(Console(file=io.StringIO(), width=120)))
-    return summarise_run(arm, seed, run_dir)
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    """The median of the known values; ``None`` if there is none."""
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def summarise_arm(runs: Sequence[RunSummary], target: float) -> dict[str, Any]:
     """The study table's row for one arm."""
     reached = [r for r in runs if r.reached_target]
-
-    def median(values: list[float | None]) -> float | None:
-        known = [v for v in values if v is not None]
-        return statistics.median(known) if known else None
-
     return {
         "runs": len(runs),
         "reached_target": len(reached),
         "median_epochs_to_target": median([float(r.epochs) for r in reached]),
         "median_pixel_accuracy": median([r.pixel_accuracy for r in runs]),
         "median_foreground_accuracy": median([r.final_foreground_accuracy for r in runs]),
+        "median_perfect_rate": median([r.perfect_rate for r in runs]),
         "min_class_accuracy": min(
             (r.min_class_accuracy for r in runs if r.min_class_accuracy is not None), default=None
         ),
@@ -162,6 +185,8 @@ def run_study(
     out: Path,
     jobs: int | None = None,
     wandb: bool = False,
+    target_metric: str = "pixel",
+    target_accuracy: float = 0.95,
     progress: Callable[[RunSummary], None] | None = None,
 ) -> dict[str, Any]:
     """Train every arm with every seed in overfit mode; write ``study.json`` and ``study.png`` in ``out``.
@@ -170,28 +195,23 @@ def run_study(
     """
     for arm in arms:
         arm_config(arm)
-    if not seeds:
-        raise ArcvaeError("Expected at least one seed")
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    clash = sorted(p.name for p in (out / "runs").iterdir())
-    if clash:
-        raise ArcvaeError(f"{str(out)!r} already holds study runs ({', '.join(clash[:3])}, ...); choose another --out")
-    tasks = [(arm, seed, str(data), epochs, str(out), wandb) for seed in seeds for arm in arms]
-    workers = max(1, min(jobs or (os.cpu_count() or 1), len(tasks)))
+    prepare_study(out, seeds)
+    target = {"target_metric": target_metric, "target_accuracy": target_accuracy}
+    tasks = [Task(arm, seed, str(data), epochs, str(out), wandb, **target) for seed in seeds for arm in arms]  # type: ignore[arg-type]
+    workers = study_workers(jobs, len(tasks))
     started = time.time()
-    runs = _run_all(tasks, workers, progress or (lambda run: None))
-    target = TrainConfig().target_accuracy
+    runs = run_all(_one_run, tasks, workers, progress or (lambda run: None))
     by_arm = {arm: [r for r in runs if r.arm == arm] for arm in arms}
     record = {
         "version": STUDY_VERSION,
         "data": str(data),
         "epochs": epochs,
         "seeds": list(seeds),
-        "target_accuracy": target,
+        **target,
         "seconds": round(time.time() - started, 1),
         "jobs": workers,
         "arms": {
-            arm: {"summary": summarise_arm(of_arm, target), "runs": [asdict(r) for r in of_arm]}
+            arm: {"summary": summarise_arm(of_arm, target_accuracy), "runs": [asdict(r) for r in of_arm]}
             for arm, of_arm in by_arm.items()
         },
     }
@@ -199,17 +219,32 @@ def run_study(
     return record
 
 
-def _run_all(tasks: list[Task], workers: int, progress: Callable[[RunSummary], None]) -> list[RunSummary]:
-    """Every run, one after the other or in ``workers`` processes; ``progress`` after each."""
+def prepare_study(out: Path, seeds: Sequence[int]) -> None:
+    """Check the seeds, and create the study folder's ``runs/``, which must hold no runs yet (studies never mix)."""
+    if not seeds:
+        raise ArcvaeError("Expected at least one seed")
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    clash = sorted(p.name for p in (out / "runs").iterdir())
+    if clash:
+        raise ArcvaeError(f"{str(out)!r} already holds study runs ({', '.join(clash[:3])}, ...); choose another --out")
+
+
+def study_workers(jobs: int | None, tasks: int) -> int:
+    """Runs trained at once: ``jobs``, else one per CPU core; never more than there are runs."""
+    return max(1, min(jobs or (os.cpu_count() or 1), tasks))
+
+
+def run_all(run: Callable[[T], R], tasks: Sequence[T], workers: int, progress: Callable[[R], None]) -> list[R]:
+    """``run`` on every task, one after the other or in ``workers`` processes, in order; ``progress`` after each."""
     if workers == 1:
-        return [_reported(_one_run(task), progress) for task in tasks]
+        return [_reported(run(task), progress) for task in tasks]
     import multiprocessing
 
     pool = multiprocessing.get_context("spawn").Pool(workers)
     try:
-        runs = [_reported(summary, progress) for summary in pool.imap(_one_run, tasks)]
+        results = [_reported(result, progress) for result in pool.imap(run, tasks)]
         pool.close()
-        return runs
+        return results
     except BaseException:  # an error, Ctrl-C or SIGTERM: stop the runs in progress and start no other
         pool.terminate()
         raise
@@ -217,9 +252,9 @@ def _run_all(tasks: list[Task], workers: int, progress: Callable[[RunSummary], N
         pool.join()
 
 
-def _reported(run: RunSummary, progress: Callable[[RunSummary], None]) -> RunSummary:
-    progress(run)
-    return run
+def _reported(result: R, progress: Callable[[R], None]) -> R:
+    progress(result)
+    return result
 
 
 def write_study(record: dict[str, Any], runs: Sequence[RunSummary], out: Path) -> None:
@@ -236,6 +271,7 @@ def write_study(record: dict[str, Any], runs: Sequence[RunSummary], out: Path) -
 
 
 def format_value(value: float | None, pct: bool = True) -> str:
+    """``95.4%`` (or ``6`` with ``pct=False``); ``-`` for no value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return f"{value:.1%}" if pct else f"{value:g}"

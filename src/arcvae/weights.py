@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import classweights
-from classweights import count_and_weigh
+from classweights import count_and_weigh, count_labels, weights_from_counts
 
 from .distributed import SINGLE, Dist
 from .errors import ArcvaeError
@@ -118,12 +118,14 @@ def run_weights(
     - A resumed run (``checkpoint``) keeps exactly the weights it started with,
       its checkpoint's, never a recount: the cache or a newer formula could
       give others.
-    - With ``weights_from="batch"`` (overfit mode, for comparison) they are
-      counted on the overfit batch alone.
+    - With ``weights_from="batch"`` (for comparison): in overfit mode they are
+      counted on the overfit batch alone; in normal mode there are no weights
+      for the run, ``None``: each training step weighs its batch with
+      :func:`batch_weights`.
     - Otherwise they are counted on the full training split (also in overfit
       mode), through the cache; under ``torchrun`` each process counts its shard.
     """
-    if not config.use_class_weights:
+    if not config.use_class_weights or config.per_batch_weights:
         return None
     spec = WeightSpec(config.num_colors, config.weights_method, config.weights_smooth)
     if checkpoint is not None:
@@ -173,6 +175,30 @@ def _batch_weights(data: RunData, spec: WeightSpec, group: Dist) -> ClassWeights
         data_digest=data_digest,
         origin="batch",
     )
+
+
+def batch_weights(grids: torch.Tensor, spec: WeightSpec, group: Dist = SINGLE) -> torch.Tensor:
+    """The weights of one training batch, counted from its own labels (normal mode, ``--weights-from batch``).
+
+    Under ``torchrun`` the counts of every process's share are summed, so each
+    weighs the whole batch alike.
+
+    Args:
+        grids: the batch's labels, any shape, on any device.
+        spec: the method, smoothing and number of classes.
+        group: the processes sharing the batch.
+
+    Returns:
+        float32 ``[num_classes]`` on the device of ``grids``.
+
+    Example:
+        >>> w = batch_weights(torch.tensor([[0, 0, 0, 1]]), WeightSpec(3, "sqrt_inverse", 1.0))
+        >>> [round(v, 3) for v in w.tolist()]
+        [0.68, 0.961, 1.359]
+    """
+    counts = count_labels(grids, spec.num_classes, distributed=group.enabled)
+    weights = weights_from_counts(counts, spec.method, smooth=spec.smooth, normalize=spec.normalize)
+    return weights.to(grids.device, non_blocking=True)
 
 
 def _once(warn: Callable[[str], None]) -> Callable[[str], None]:
