@@ -238,7 +238,7 @@ def _sparse_presence(
 # every out-of-range value, so no separate min/max pass is needed.
 
 _PAIR_TAGS = 0x40C0_4080_4040_0000  # XOR tags of the four int16 pairs of a little-endian word
-_TAG_BLOCK = 1 << 19  # int64 words tagged at a time (4 MiB): one buffer, reused
+_TAG_BLOCK = 1 << 18  # int64 words tagged at a time (2 MiB): one buffer per chunk, reused for its blocks
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -251,15 +251,17 @@ def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
     done = 0
     words = _as_words(flat) if _LITTLE_ENDIAN and top < 64 else None
     if words is not None:  # every label < 64: bits 6-7 of each byte are free for the tags
-        table = torch.zeros(1 << 15, dtype=torch.int64)
         tagged = torch.empty(min(words.numel(), _TAG_BLOCK), dtype=torch.int64)  # reused: no page faults per block
+        table: torch.Tensor | None = None
         for lo in range(0, words.numel(), _TAG_BLOCK):
             block = tagged[: min(_TAG_BLOCK, words.numel() - lo)]
             torch.bitwise_xor(words[lo : lo + block.numel()], _PAIR_TAGS, out=block)
-            table += torch.bincount(block.view(torch.int16), minlength=1 << 15)[: 1 << 15]
-        # [bit 14, high byte bits 0-5, low byte bits 6-7, low byte bits 0-5]: drop the tag axes
-        pairs = table.view(2, 64, 4, 64).sum(dim=(0, 2))
-        histogram[:64] += pairs.sum(dim=0) + pairs.sum(dim=1)
+            pairs = torch.bincount(block.view(torch.int16), minlength=1 << 15)  # < 2**15: bit 15 is never set
+            table = pairs if table is None else table.add_(pairs)
+        assert table is not None
+        # rows: the high byte (tag bit 14, label bits 8-13); columns: the low byte (tag bits 6-7, label bits 0-5)
+        by_bytes = table.view(128, 256)
+        histogram[:64] += by_bytes.sum(dim=0).view(4, 64).sum(dim=0) + by_bytes.sum(dim=1).view(2, 64).sum(dim=0)
         done = words.numel() * 8
     rest = flat[done:]
     if rest.numel() >= 2:

@@ -353,7 +353,11 @@ def _resolve_threads(num_threads: int | None) -> int:
 
 
 def _ordered_map(fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], workers: int) -> Iterator[_R]:
-    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``2 * workers`` items in flight."""
+    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``workers + 1`` items in flight.
+
+    One item more than threads keeps every thread busy while the next item is
+    read; more would only hold more chunks (file buffers) in memory.
+    """
     if workers == 1:
         yield from map(fn, items)
         return
@@ -361,7 +365,7 @@ def _ordered_map(fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], wor
     window: list[Future[_R]] = []
     for item in items:
         window.append(pool.submit(fn, item))
-        if len(window) >= 2 * workers:
+        if len(window) > workers:
             yield window.pop(0).result()
     for future in window:
         yield future.result()
