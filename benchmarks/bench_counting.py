@@ -48,6 +48,16 @@ def floors(flat: torch.Tensor) -> tuple[float, float]:
     return read, loop / min(2, threads)
 
 
+def cores_used(labels: np.ndarray) -> float:
+    """CPU time over wall time of count_labels: near 2 when both cores are free, near 1 when other work holds one."""
+    ratios = []
+    for _ in range(5):
+        wall, cpu = time.perf_counter(), time.process_time()
+        classweights.count_labels(labels, 10)
+        ratios.append((time.process_time() - cpu) / (time.perf_counter() - wall))
+    return median(ratios)
+
+
 def one_run(labels: np.ndarray, with_loop: bool) -> dict[str, float]:
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -59,7 +69,7 @@ def one_run(labels: np.ndarray, with_loop: bool) -> dict[str, float]:
         lambda: compute_class_weight("balanced", classes=classes, y=y),
     ], ROUNDS))  # fmt: skip
     read, loop = floors(flat)
-    result = {"ours": ours, "bincount": bincount, "sklearn": sklearn, "read": read, "loop": loop}
+    result = {"ours": ours, "bincount": bincount, "sklearn": sklearn, "read": read, "loop": loop, "cores": cores_used(labels)}
     if with_loop:
         start = time.perf_counter()
         assert torch.equal(spec_loop(torch.from_numpy(labels), 10), torch.bincount(flat, minlength=10))
@@ -93,7 +103,8 @@ def main() -> None:
             ["floor: both cores read the labels (max)", f"{r['read'] * 1e3:.2f} ms", f"{n / r['read'] / 1e9:.2f}", f"{r['read'] / ours:.2f}x", "", ""],
             ["floor: bincount loop on label pairs, 2 cores", f"{r['loop'] * 1e3:.2f} ms", f"{n / r['loop'] / 1e9:.2f}", f"{r['loop'] / ours:.2f}x", "", ""],
         ]  # fmt: skip
-        print(f"\nrun {run} of {args.runs} (medians of {ROUNDS} interleaved rounds; load average {before} -> {load_average()} on {machine().split(', ')[1]})")
+        print(f"\nrun {run} of {args.runs}: medians of {ROUNDS} interleaved rounds; load average {before} -> {load_average()}; "
+              f"count_labels used {r['cores']:.2f} of {machine().split(', ')[1]}")  # fmt: skip
         print(table(rows, ["method", "time", "G labels/s", "count_labels is faster by", "target", ""]))
         print(f"150x scikit-learn here needs count_labels in {r['sklearn'] / 150 * 1e3:.2f} ms; the bincount loop alone takes {r['loop'] * 1e3:.2f} ms on both cores")
         summary.append((r["bincount"] / ours, r["sklearn"] / ours))
