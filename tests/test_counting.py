@@ -422,3 +422,23 @@ def test_a_file_read_in_many_chunks_reuses_its_buffers_and_counts_right(tmp_path
     assert stats.counts.tolist() == reference_counts(grids, 10).tolist()
     assert stats.fingerprint == count_label_stats(grids, 10, fingerprint=True).fingerprint
     assert len(fresh) >= 4 * _npfiles._KEPT_BUFFERS and sum(fresh) <= _npfiles._KEPT_BUFFERS
+
+
+def test_the_counting_threads_run_torch_on_one_thread_and_leave_everyone_else_s_number(grids):
+    """Nested parallelism stalls under load (see _threads._thread_pool); the caller's setting must survive it."""
+    import os
+    import threading
+
+    from classweights._threads import _thread_pool
+
+    before = torch.get_num_threads()
+    count_labels(grids, 10, num_threads=3)
+    assert torch.get_num_threads() == before
+    later: list[int] = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [before]  # a thread starting now takes the process's number, not the pool's
+    if "ATen parallel backend: OpenMP" in torch.__config__.parallel_info():
+        pool = _thread_pool(3, os.getpid())
+        assert {pool.submit(torch.get_num_threads).result() for _ in range(9)} == {1}

@@ -236,6 +236,11 @@ def _sparse_presence(
 # into a histogram of byte values. Labels of 64-127 use pairs without tags;
 # anything else uses a plain bincount of bytes. The byte histogram also shows
 # every out-of-range value, so no separate min/max pass is needed.
+#
+# The passes around each bincount (max, XOR, the folds) run in numpy, on the
+# counting thread itself: torch would split each over its own threads, on top
+# of the counting threads, and wait for all of them at its end, which costs
+# a time slice whenever other work holds a core.
 
 _PAIR_TAGS = 0x40C0_4080_4040_0000  # XOR tags of the four int16 pairs of a little-endian word
 _TAG_BLOCK = 1 << 18  # int64 words tagged at a time (2 MiB): one buffer per chunk, reused for its blocks
@@ -243,40 +248,42 @@ _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
-    """How often each byte value 0-255 occurs in the 1-D uint8 tensor ``flat``."""
-    histogram = torch.zeros(256, dtype=torch.int64)
+    """How often each byte value 0-255 occurs in the 1-D uint8 CPU tensor ``flat``."""
+    histogram = np.zeros(256, dtype=np.int64)
     if flat.numel() == 0:
-        return histogram
-    top = int(flat.max())  # a read-only reduction: cheaper than masking the words
+        return torch.from_numpy(histogram)
+    data = flat.numpy()
+    top = int(data.max())  # a read-only reduction: cheaper than masking the words
     done = 0
     words = _as_words(flat) if _LITTLE_ENDIAN and top < 64 else None
     if words is not None:  # every label < 64: bits 6-7 of each byte are free for the tags
-        tagged = torch.empty(min(words.numel(), _TAG_BLOCK), dtype=torch.int64)  # reused: no page faults per block
+        source = words.numpy()
+        tagged = np.empty(min(source.size, _TAG_BLOCK), dtype=np.int64)  # reused: no page faults per block
         table: torch.Tensor | None = None
-        for lo in range(0, words.numel(), _TAG_BLOCK):
-            block = tagged[: min(_TAG_BLOCK, words.numel() - lo)]
-            torch.bitwise_xor(words[lo : lo + block.numel()], _PAIR_TAGS, out=block)
-            pairs = torch.bincount(block.view(torch.int16), minlength=1 << 15)  # < 2**15: bit 15 is never set
+        for lo in range(0, source.size, _TAG_BLOCK):
+            block = tagged[: min(_TAG_BLOCK, source.size - lo)]
+            np.bitwise_xor(source[lo : lo + block.size], _PAIR_TAGS, out=block)
+            pairs = torch.bincount(torch.from_numpy(block.view(np.int16)), minlength=1 << 15)  # bit 15 is never set
             table = pairs if table is None else table.add_(pairs)
         assert table is not None
         # rows: the high byte (tag bit 14, label bits 8-13); columns: the low byte (tag bits 6-7, label bits 0-5)
-        by_bytes = table.view(128, 256)
-        histogram[:64] += by_bytes.sum(dim=0).view(4, 64).sum(dim=0) + by_bytes.sum(dim=1).view(2, 64).sum(dim=0)
-        done = words.numel() * 8
+        by_bytes = table.numpy().reshape(128, 256)
+        histogram[:64] += by_bytes.sum(axis=0).reshape(4, 64).sum(axis=0) + by_bytes.sum(axis=1).reshape(2, 64).sum(axis=0)
+        done = source.size * 8
     rest = flat[done:]
     if rest.numel() >= 2:
         even = rest.numel() - rest.numel() % 2
         pairs16 = _as_pairs(rest[:even]) if top < 128 else None
         if pairs16 is not None:  # every high byte < 128, so the int16 values are >= 0
-            table = torch.bincount(pairs16, minlength=1 << 15)[: 1 << 15].view(128, 256)
-            histogram += table.sum(dim=0)
-            histogram[:128] += table.sum(dim=1)
+            by_bytes = torch.bincount(pairs16, minlength=1 << 15)[: 1 << 15].numpy().reshape(128, 256)
+            histogram += by_bytes.sum(axis=0)
+            histogram[:128] += by_bytes.sum(axis=1)
         else:
-            histogram += torch.bincount(rest[:even], minlength=256)
+            histogram += torch.bincount(rest[:even], minlength=256).numpy()
         done += even
     if done < flat.numel():
-        histogram[int(flat[-1])] += 1
-    return histogram
+        histogram[int(data[-1])] += 1
+    return torch.from_numpy(histogram)
 
 
 def _as_words(flat: torch.Tensor) -> torch.Tensor | None:

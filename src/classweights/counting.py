@@ -9,12 +9,10 @@ memory stays bounded however large the dataset is.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +33,11 @@ from ._fingerprint import ALGORITHM, ALGORITHMS, _combine_digests, _hashed, _Lab
 from ._ranks import _process_group_shard, _reduce_across_ranks
 from ._sources import open_source
 from ._stream import Chunk
+from ._threads import _ordered_map
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
-MAX_THREADS = 256  # each thread may hold two chunks; far more threads than cores only costs memory
-_T = TypeVar("_T")
-_R = TypeVar("_R")
+MAX_THREADS = 256  # each thread may hold a chunk; far more threads than cores only costs memory
 
 
 @dataclass(frozen=True)
@@ -350,32 +347,3 @@ def _resolve_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1))
     return check_positive_int(num_threads, "num_threads", maximum=MAX_THREADS, allow_none=True) or 1
-
-
-def _ordered_map(fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], workers: int) -> Iterator[_R]:
-    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``workers + 1`` items in flight.
-
-    One item more than threads keeps every thread busy while the next item is
-    read; more would only hold more chunks (file buffers) in memory.
-    """
-    if workers == 1:
-        yield from map(fn, items)
-        return
-    pool = _thread_pool(workers, os.getpid())
-    window: list[Future[_R]] = []
-    for item in items:
-        window.append(pool.submit(fn, item))
-        if len(window) > workers:
-            yield window.pop(0).result()
-    for future in window:
-        yield future.result()
-
-
-@functools.lru_cache(maxsize=4)
-def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """One pool per size, kept for the process: starting threads costs ~10% of counting 20M labels.
-
-    Keyed by ``pid`` too, so a forked child (a DataLoader worker) makes its own
-    pool instead of waiting on threads that did not survive the fork.
-    """
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"classweights-{pid}")
