@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -243,7 +244,8 @@ def _sparse_presence(
 # a time slice whenever other work holds a core.
 
 _PAIR_TAGS = 0x40C0_4080_4040_0000  # XOR tags of the four int16 pairs of a little-endian word
-_TAG_BLOCK = 1 << 18  # int64 words tagged at a time (2 MiB): one buffer per chunk, reused for its blocks
+_TAG_BLOCK = 1 << 17  # int64 words tagged at a time (1 MiB): one buffer per thread, kept
+_THREAD = threading.local()
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
@@ -258,7 +260,7 @@ def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
     words = _as_words(flat) if _LITTLE_ENDIAN and top < 64 else None
     if words is not None:  # every label < 64: bits 6-7 of each byte are free for the tags
         source = words.numpy()
-        tagged = np.empty(min(source.size, _TAG_BLOCK), dtype=np.int64)  # reused: no page faults per block
+        tagged = _tag_buffer()
         table: torch.Tensor | None = None
         for lo in range(0, source.size, _TAG_BLOCK):
             block = tagged[: min(_TAG_BLOCK, source.size - lo)]
@@ -284,6 +286,14 @@ def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
     if done < flat.numel():
         histogram[int(data[-1])] += 1
     return torch.from_numpy(histogram)
+
+
+def _tag_buffer() -> np.ndarray:
+    """This thread's buffer for tagged words, kept from chunk to chunk: a new one each time costs page faults."""
+    tagged = getattr(_THREAD, "tagged", None)
+    if tagged is None or tagged.size < _TAG_BLOCK:
+        tagged = _THREAD.tagged = np.empty(_TAG_BLOCK, dtype=np.int64)
+    return tagged
 
 
 def _as_words(flat: torch.Tensor) -> torch.Tensor | None:
