@@ -9,7 +9,6 @@ import math
 import os
 import struct
 import sys
-import time
 import warnings
 import zipfile
 import zlib
@@ -324,15 +323,12 @@ class _Buffers:
         self._kept = [np.empty(0, dtype=np.uint8)]  # the spare, then buffers lent before
 
     def take(self) -> np.ndarray:
-        for attempt in range(2):
-            unused = 0
-            for i, buffer in enumerate(self._kept):
-                if i == 0:
-                    unused = sys.getrefcount(buffer)
-                elif sys.getrefcount(buffer) == unused:
-                    return buffer
-            if attempt == 0:
-                time.sleep(0)  # a counting thread whose result is in may not have let go of its chunk yet
+        unused = 0
+        for i, buffer in enumerate(self._kept):
+            if i == 0:
+                unused = sys.getrefcount(buffer)
+            elif sys.getrefcount(buffer) == unused:
+                return buffer
         fresh = np.empty(self.size, dtype=np.uint8)
         if len(self._kept) <= _KEPT_BUFFERS:
             self._kept.append(fresh)

@@ -27,11 +27,18 @@ def _ordered_map(fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], wor
     pool = _thread_pool(workers, os.getpid())
     window: list[Future[_R]] = []
     for item in items:
-        window.append(pool.submit(fn, item))
+        window.append(pool.submit(_call_and_let_go, fn, [item]))
+        del item  # nor does this loop hold on to it while the next one is read
         if len(window) > workers:
             yield window.pop(0).result()
     for future in window:
         yield future.result()
+
+
+def _call_and_let_go(fn: Callable[[_T], _R], box: list[_T]) -> _R:
+    """``fn(item)``, holding ``item`` only until ``fn`` returns: once its result is in, nothing of the pool refers to
+    the item (the pool keeps its task's arguments a moment longer), so a file stream may reuse its buffer."""
+    return fn(box.pop())
 
 
 @functools.lru_cache(maxsize=4)
