@@ -421,7 +421,7 @@ def test_a_file_read_in_many_chunks_reuses_its_buffers_and_counts_right(tmp_path
     stats = count_label_stats(path, 10, chunk_size=grids[0].size * 5, num_threads=2, fingerprint=True)
     assert stats.counts.tolist() == reference_counts(grids, 10).tolist()
     assert stats.fingerprint == count_label_stats(grids, 10, fingerprint=True).fingerprint
-    assert len(fresh) >= 4 * _npfiles._KEPT_BUFFERS and sum(fresh) <= _npfiles._KEPT_BUFFERS
+    assert len(fresh) >= 40 and sum(fresh) <= 3  # the chunks in flight: one per thread, and the one being read
 
 
 def test_the_counting_threads_run_torch_on_one_thread_and_leave_everyone_else_s_number(grids):
