@@ -65,10 +65,10 @@ def blake3_file(path: Path) -> str:
     return whole.hexdigest()
 
 
-def cpu_seconds(fn: Callable[[], object]) -> float:
-    start = time.process_time()
+def cpu_and_wall(fn: Callable[[], object]) -> tuple[float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
     fn()
-    return time.process_time() - start
+    return time.process_time() - cpu, time.perf_counter() - wall
 
 
 def peak_rss_mib() -> float:
@@ -97,7 +97,8 @@ def main() -> None:
             lambda: classweights.count_label_stats(path, 10, fingerprint="sha256"),
             lambda: (classweights.count_label_stats(path, 10), blake3_file(path)),
         ], args.rounds))  # fmt: skip
-        count_cpu = median([cpu_seconds(lambda: classweights.count_label_stats(path, 10)) for _ in range(3)])
+        cpu_runs = [cpu_and_wall(lambda: classweights.count_label_stats(path, 10)) for _ in range(3)]
+        count_cpu, cores = median([c for c, _ in cpu_runs]), median([c / w for c, w in cpu_runs])
         miss_runs: list[ClassWeights] = []
         miss = best_of(lambda: miss_runs.append(resolve(path, FileStamp.of(path))), repeats=1, warmup=0)
         hits: list[ClassWeights] = []
@@ -134,7 +135,7 @@ def main() -> None:
     print(machine())
     print(f"labels: {n:,} uint8 ({n / 2**30:.2f} GiB) in a temporary .npy, page cache warm; medians of {args.rounds} "
           f"interleaved rounds (hit: best of 20; miss: 1 run); load average {load_before} -> {load_after}")  # fmt: skip
-    print(f"counting alone used {count_cpu:.3f} CPU seconds ({count_cpu / count:.2f} cores)")
+    print(f"counting alone used {count_cpu:.3f} CPU seconds ({cores:.2f} cores)")
     print(table([[name, f"{s:.6f}", f"{n / s / 1e9:.2f}"] for name, s in rows], ["step", "seconds", "GB/s"]))
     print(table(ratios, ["ratio", "value", "target", ""]))
     print(f"peak RSS: {file_rss:.0f} MiB before loading the labels into memory, {all_rss:.0f} MiB after")
