@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import unittest.mock
 
 import blake3
@@ -107,3 +108,11 @@ def test_fingerprint_algorithm_refuses_what_is_no_fingerprint(value):
 def test_the_fingerprint_option_is_checked(value):
     with pytest.raises(ClassWeightError, match="Expected `fingerprint` to be True, False or one of 'blake3', 'sha256'"):
         count_label_stats(GRIDS, 5, fingerprint=value)
+
+
+def test_a_missing_blake3_is_one_line_saying_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "blake3", None)  # as if it were not installed: importing it raises ImportError
+    with pytest.raises(ClassWeightError, match="pip install blake3") as caught:
+        count_label_stats(GRIDS, 5, fingerprint=True)
+    assert "\n" not in str(caught.value)
+    assert count_label_stats(GRIDS, 5, fingerprint="sha256").fingerprint == EARLIER["uint8"]  # sha256 needs nothing

@@ -200,7 +200,11 @@ class DigestNotes:
         except (classweights.ClassWeightError, RecursionError, ValueError, KeyError, TypeError) as exc:
             warn(f"ignoring the damaged digest note {path} ({_reason(exc)}); the labels are hashed again")
             return None
-        if fields == _stamp_fields(stamp) and noted_key == key and classweights.fingerprint_algorithm(digest) == algorithm:
+        if (
+            fields == _stamp_fields(stamp)
+            and noted_key == key
+            and classweights.fingerprint_algorithm(digest) == algorithm
+        ):
             return str(digest)
         return None  # the file changed since, or the note is of another hash: the labels are hashed again
 
@@ -267,7 +271,9 @@ class WeightCache:
         """
         digest = self.noted_digest(stamp, key, group, algorithm)
         if digest is None:
-            stats = classweights.count_label_stats(labels, num_classes, fingerprint=algorithm, distributed=group.enabled)
+            stats = classweights.count_label_stats(
+                labels, num_classes, fingerprint=algorithm, distributed=group.enabled
+            )
             digest = stats.fingerprint
             assert digest is not None
             if group.is_main and algorithm == DIGEST_ALGORITHM:

@@ -270,7 +270,9 @@ def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
         assert table is not None
         # rows: the high byte (tag bit 14, label bits 8-13); columns: the low byte (tag bits 6-7, label bits 0-5)
         by_bytes = table.numpy().reshape(128, 256)
-        histogram[:64] += by_bytes.sum(axis=0).reshape(4, 64).sum(axis=0) + by_bytes.sum(axis=1).reshape(2, 64).sum(axis=0)
+        histogram[:64] += by_bytes.sum(axis=0).reshape(4, 64).sum(axis=0) + by_bytes.sum(axis=1).reshape(2, 64).sum(
+            axis=0
+        )
         done = source.size * 8
     rest = flat[done:]
     if rest.numel() >= 2:

@@ -36,7 +36,7 @@ def _new_hash(algorithm: str) -> Any:
         import blake3
     except ImportError:  # a dependency of classweights, but an environment may lack it
         raise ClassWeightError(
-            'fingerprints need the blake3 package, which is missing; pip install blake3 (or reinstall classweights)'
+            "fingerprints need the blake3 package, which is missing; pip install blake3 (or reinstall classweights)"
         ) from None
     return blake3.blake3()
 
