@@ -1,9 +1,10 @@
-"""Shared helpers for the benchmarks: the machine, best-of-N timing, a table printer."""
+"""Shared helpers for the benchmarks: the machine, best-of-N and interleaved timing, a table printer."""
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,36 @@ def best_of(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> floa
     return best
 
 
+def interleaved(fns: Sequence[Callable[[], object]], rounds: int, warmup: int = 1) -> list[list[float]]:
+    """Wall times of each of ``fns`` over ``rounds`` rounds, run in turns within each round.
+
+    Taking turns means that other load on a shared machine hits every method
+    alike, so the ratio of their medians holds even when absolute times do not.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, kept in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            kept.append(time.perf_counter() - start)
+    return times
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def load_average() -> str:
+    """The 1-minute load average against the cores, for reading a run's numbers (``?`` where unknown)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "?"
+
+
 def arc_like_labels(num_grids: int = 80_000, seed: int = 0) -> np.ndarray:
     """``[N, 16, 16]`` uint8, ~93% zeros: the real corpus when it is there, else generated."""
     if SHARED_CORPUS.exists() and num_grids <= 80_000:
@@ -47,7 +78,7 @@ def arc_like_labels(num_grids: int = 80_000, seed: int = 0) -> np.ndarray:
 def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
     return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
 
 

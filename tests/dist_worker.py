@@ -40,6 +40,7 @@ def cases(folder: Path) -> dict:
             {},
         ),  # fmt: skip
         "fingerprint": (grids, {"fingerprint": True}),
+        "fingerprint, sha256": (grids, {"fingerprint": "sha256"}),  # an earlier version's, to check its records
         "bad label on rank 1 only": (np.concatenate([grids[:150], np.full((150, 16, 16), 12, np.uint8)]), {}),
     }
 

@@ -386,3 +386,59 @@ def test_tagged_pairs_over_many_small_blocks(values, block, start):
     with mock.patch.object(counting, "_TAG_BLOCK", block):
         got = count_labels(source, 64, num_threads=1)
     assert got.tolist() == np.bincount(source.numpy(), minlength=64).tolist()
+
+
+def test_a_read_buffer_is_lent_again_only_when_nothing_refers_to_it():
+    from classweights._npfiles import _Buffers
+
+    buffers = _Buffers(64)
+    lent = buffers.take()
+    tensor = torch.from_numpy(lent[:16].view(np.int64))  # what the counting threads hold: a tensor over a view
+    first = id(lent)
+    del lent
+    other = buffers.take()
+    assert id(other) != first
+    del tensor
+    assert id(buffers.take()) == first  # free again; `other` is still held, so it is not the one lent
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_a_file_read_in_many_chunks_reuses_its_buffers_and_counts_right(tmp_path, grids, suffix, monkeypatch):
+    from classweights import _npfiles
+
+    path = tmp_path / f"g{suffix}"
+    np.save(path, grids) if suffix == ".npy" else np.savez_compressed(path, train=grids)
+    fresh = []
+    take = _npfiles._Buffers.take
+
+    def counted_take(self):
+        before = list(self._kept)
+        buffer = take(self)
+        fresh.append(all(buffer is not b for b in before))
+        return buffer
+
+    monkeypatch.setattr(_npfiles._Buffers, "take", counted_take)
+    stats = count_label_stats(path, 10, chunk_size=grids[0].size * 5, num_threads=2, fingerprint=True)
+    assert stats.counts.tolist() == reference_counts(grids, 10).tolist()
+    assert stats.fingerprint == count_label_stats(grids, 10, fingerprint=True).fingerprint
+    assert len(fresh) >= 40 and sum(fresh) <= 3  # the chunks in flight: one per thread, and the one being read
+
+
+def test_the_counting_threads_run_torch_on_one_thread_and_leave_everyone_else_s_number(grids):
+    """Nested parallelism stalls under load (see _threads._thread_pool); the caller's setting must survive it."""
+    import os
+    import threading
+
+    from classweights._threads import _thread_pool
+
+    before = torch.get_num_threads()
+    count_labels(grids, 10, num_threads=3)
+    assert torch.get_num_threads() == before
+    later: list[int] = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [before]  # a thread starting now takes the process's number, not the pool's
+    if "ATen parallel backend: OpenMP" in torch.__config__.parallel_info():
+        pool = _thread_pool(3, os.getpid())
+        assert {pool.submit(torch.get_num_threads).result() for _ in range(9)} == {1}

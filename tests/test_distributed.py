@@ -88,6 +88,8 @@ def test_sharded_fingerprint_equals_the_single_process_one(two_rank_counts, monk
     grids, _, ranks = two_rank_counts
     a, b = ranks[0]["fingerprint"]["fingerprint"], ranks[1]["fingerprint"]["fingerprint"]
     assert a == b == single(grids, fingerprint=True)["fingerprint"]  # whatever the number of processes
+    legacy = [rank["fingerprint, sha256"]["fingerprint"] for rank in ranks]
+    assert legacy[0] == legacy[1] == single(grids, fingerprint="sha256")["fingerprint"] != a
     monkeypatch.setattr(classweights._fingerprint, "HASH_BLOCK_BYTES", 4096)  # as the ranks did: 19 blocks, split 9 + 10
     small = single(grids, fingerprint=True)["fingerprint"]
     for name in ("fingerprint, 4 KiB blocks", "fingerprint, npy, 4 KiB blocks"):

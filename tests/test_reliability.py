@@ -179,11 +179,35 @@ def test_p1_a_file_rewritten_in_its_quiet_period_is_rehashed(tmp_path):
     path = labels_file(tmp_path)
     notes = DigestNotes(tmp_path / "c")
     stamp = FileStamp.of(path)
-    notes.remember(stamp, None, "ab" * 32)
+    notes.remember(stamp, None, "blake3:" + "ab" * 32)
     said: list[str] = []
     assert notes.lookup(stamp, None, said.append) is None and not said  # written just now: not trusted yet
     labels_file(tmp_path, seed=1)
     assert FileStamp.of(path) != stamp
+
+
+def test_p1_notes_and_entries_of_the_sha256_era_are_recomputed_once_never_used(tmp_path, no_quiet_period):
+    """Earlier versions noted sha256 digests and named entries by them: the first call recounts, without a warning."""
+    path = labels_file(tmp_path)
+    spec = WeightSpec(num_classes=10, method="sqrt_inverse", smooth=1.0)
+    said: list[str] = []
+    cache = WeightCache(tmp_path / "c", read=True, warn=said.append)
+    # what an earlier version left: a note of the file's sha256 digest, and an entry filed under it (self-consistent,
+    # with a valid checksum, but of other counts, so that using it would show)
+    old = classweights.count_label_stats(path, 10, fingerprint="sha256").fingerprint
+    DigestNotes(cache.folder).remember(FileStamp.of(path), None, old)
+    other = torch.arange(1, 11) * 1000
+    planted = weight_cache.ClassWeights(spec.weigh(other), other, spec, 400, spec.fingerprint(old, None), old)
+    cache.entry(planted.fingerprint).parent.mkdir(parents=True)
+    weight_cache.save_weights_record(planted, cache.entry(planted.fingerprint), source="old", key=None)
+    assert DigestNotes(cache.folder).lookup(FileStamp.of(path), None, said.append, algorithm="sha256") == old
+    common = {"key": None, "cache": cache, "source": "t"}
+    miss = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)
+    assert not miss.from_cache and miss.counts.tolist() == classweights.count_labels(path, 10).tolist() and not said
+    assert classweights.fingerprint_algorithm(miss.data_digest) == "blake3" and miss.cache_path != cache.entry(planted.fingerprint)
+    assert DigestNotes(cache.folder).lookup(FileStamp.of(path), None, said.append) == miss.data_digest  # noted anew
+    hit = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)
+    assert hit.from_cache and hit.cache_path == miss.cache_path and hit.counts.tolist() == miss.counts.tolist()
 
 
 # ------------------------------------------------ P2 no code execution ----
@@ -637,6 +661,32 @@ def test_p8_resume_refuses_other_data(tiny_corpus, tmp_path, monkeypatch, split)
     with pytest.raises(ArcvaeError, match=f"cannot resume .*: the {split} split of .* is not the data it was trained on"):
         trainer.train(TrainConfig(), quiet_reporter()[0], resume=tmp_path / "run")
     assert snapshot(tmp_path / "run") == before
+
+
+@pytest.mark.parametrize("changed", [False, True], ids=["same data", "one label changed"])
+def test_p8_a_run_recorded_with_sha256_digests_resumes_on_its_data_only(tiny_corpus, tmp_path, monkeypatch, changed):
+    """A checkpoint of an earlier version holds sha256 digests: the resumed run checks its data with sha256."""
+    from arcvae.data import load_corpus, save_corpus
+
+    splits = load_corpus(tiny_corpus)
+    copy = save_corpus(splits, tmp_path / "copy.npz")
+    interrupted(TrainConfig(data=str(copy), out=str(tmp_path / "run"), quick_test=True, batch_size=256), monkeypatch)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = checkpoints.load_checkpoint(last)
+    with np.load(copy) as stored:
+        state["data_fingerprint"] = {split: classweights.count_label_stats(stored[split], 10, fingerprint="sha256").fingerprint
+                                     for split in ("train", "val")}  # fmt: skip
+    checkpoints.save_checkpoint(last, state)
+    if changed:
+        splits["val"] = splits["val"].copy()
+        splits["val"][0, 0, 0] = (splits["val"][0, 0, 0] + 1) % 10
+        save_corpus(splits, copy)
+        with pytest.raises(ArcvaeError, match="cannot resume .*: the val split of .* is not the data it was trained on"):
+            trainer.train(TrainConfig(), quiet_reporter()[0], resume=tmp_path / "run")
+        return
+    trainer.train(TrainConfig(), quiet_reporter()[0], resume=tmp_path / "run")
+    resumed = checkpoints.load_checkpoint(last)
+    assert resumed["epoch"] > state["epoch"] and resumed["data_fingerprint"] == state["data_fingerprint"]
 
 
 def test_p8_resume_trains_on_the_weights_it_started_with(tiny_corpus, tmp_path, monkeypatch, no_quiet_period):

@@ -256,10 +256,15 @@ def _damaged(state: dict, damage: str) -> dict:
         state["epoch"] = "one"
     elif damage == "config not a dict":
         state["config"] = [1, 2]
+    elif damage == "digest not hex":
+        state["data_fingerprint"] = {**state["data_fingerprint"], "train": "blake3:" + "zz" * 32}
+    elif damage == "digests of two hashes":  # a blake3 digest beside an earlier version's sha256 one
+        state["data_fingerprint"] = {**state["data_fingerprint"], "val": "ab" * 32}
     return state
 
 
-DAMAGES = ["empty model", "num_colors -1", "bad rng", "wrong shape", "NaN weights", "negative step", "string epoch", "config not a dict"]
+DAMAGES = ["empty model", "num_colors -1", "bad rng", "wrong shape", "NaN weights", "negative step", "string epoch", "config not a dict",
+           "digest not hex", "digests of two hashes"]  # fmt: skip
 
 
 @pytest.mark.parametrize("damage", DAMAGES)

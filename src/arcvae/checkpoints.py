@@ -154,14 +154,29 @@ def restore_state(state: TrainingState, checkpoint: dict[str, Any]) -> int:
 def check_same_data(
     run_dir: Path, checkpoint: dict[str, Any], data_path: Path, fingerprint: dict[str, str | None]
 ) -> None:
-    """A run resumes only on the data it started with: the content digests of its splits must be the saved ones."""
+    """A run resumes only on the data it started with: the content digests of its splits must be the saved ones.
+
+    ``fingerprint`` must be taken with the hash of the saved digests (:func:`data_digest_algorithm`).
+    """
     for split, digest in fingerprint.items():
         saved = checkpoint["data_fingerprint"].get(split)
         if saved != digest:
             raise ArcvaeError(
                 f"cannot resume {str(run_dir)!r}: the {split} split of {str(data_path)!r} is not the data it was trained on "
-                f"(content digest {str(digest)[:12]}, expected {str(saved)[:12]})"
+                f"(content digest {_digits(digest)}, expected {_digits(saved)})"
             )
+
+
+def data_digest_algorithm(checkpoint: dict[str, Any]) -> str | None:
+    """The hash of a checkpoint's data digests (``"blake3"``, or ``"sha256"`` for a run of an earlier version); None
+    if it holds none. A resumed run digests its data with it, so a run started by an earlier version resumes."""
+    saved = [digest for digest in checkpoint["data_fingerprint"].values() if digest is not None]
+    return classweights.fingerprint_algorithm(saved[0]) if saved else None
+
+
+def _digits(digest: str | None) -> str:
+    """The first 12 hex digits of a content digest, for messages (without its ``blake3:``)."""
+    return str(digest).rpartition(":")[2][:12]
 
 
 def load_run(run_dir: str | Path, *, best: bool = True) -> tuple[BetaVAE, TrainConfig, dict[str, Any]]:
@@ -208,8 +223,17 @@ def check_checkpoint(state: Any, where: str) -> None:
             f"checkpoint {where!r} is damaged: its class weights are not {config.num_colors} finite, non-negative numbers"
         )
     for split, digest in state["data_fingerprint"].items():
-        if split not in ("train", "val") or not (digest is None or isinstance(digest, str)):
+        if split not in ("train", "val") or not (digest is None or _is_digest(digest)):
             raise ArcvaeError(f"checkpoint {where!r} is damaged: unexpected data fingerprint entry {split!r}")
+    if len({classweights.fingerprint_algorithm(d) for d in state["data_fingerprint"].values() if d is not None}) > 1:
+        raise ArcvaeError(f"checkpoint {where!r} is damaged: its data fingerprints were made with different hashes")
+
+
+def _is_digest(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and bool(classweights.fingerprint_algorithm(value))
+    except classweights.ClassWeightError:
+        return False
 
 
 def _usable_weights(weights: Any, num_classes: int) -> bool:

@@ -12,7 +12,7 @@ from .config import TrainConfig
 from .data import Narrator, Split, read_split, resolve_data_path
 from .distributed import SINGLE, Dist
 from .errors import ArcvaeError
-from .weight_cache import ClassWeights, FileStamp, WeightCache
+from .weight_cache import DIGEST_ALGORITHM, ClassWeights, FileStamp, WeightCache
 
 
 @dataclass
@@ -28,6 +28,8 @@ class RunData:
     batch: torch.Tensor | None = None  # overfit mode: the batch, on the device
     # the content digests of the splits trained on, which a resumed run must find again
     fingerprint: dict[str, str | None] = field(default_factory=lambda: {"train": None, "val": None})
+    # their hash: a resumed run keeps the one its checkpoint's digests were made with
+    algorithm: str = DIGEST_ALGORITHM
 
     def stamp(self, split: Split) -> FileStamp:
         """The identity of the file ``split`` was read from."""
@@ -36,13 +38,18 @@ class RunData:
     def digest(self, split: Split, key: str, group: Dist = SINGLE) -> str:
         """The content digest of a split as stored (the one ``weights compute --key`` gives), noted per file read."""
         return self.cache.digest(
-            split.stored, num_classes=self.num_classes, key=key, stamp=self.stamp(split), group=group
+            split.stored,
+            num_classes=self.num_classes,
+            key=key,
+            stamp=self.stamp(split),
+            group=group,
+            algorithm=self.algorithm,
         )
 
     def train_digest(self, weights: ClassWeights | None, group: Dist = SINGLE) -> str:
         """The training split's digest: the one its weights were counted with (one pass for both), else its own."""
         if weights is not None and weights.origin != "checkpoint":
-            return weights.data_digest
+            return weights.data_digest  # counted with DIGEST_ALGORITHM: only a resumed run may use another
         return self.digest(self.train, "train", group)
 
     def shown_grids(self) -> torch.Tensor:
@@ -50,10 +57,13 @@ class RunData:
         return self.batch if self.batch is not None else torch.from_numpy(self.val_grids)
 
 
-def load_run_data(config: TrainConfig, report: Narrator, group: Dist, device: torch.device) -> RunData:
+def load_run_data(
+    config: TrainConfig, report: Narrator, group: Dist, device: torch.device, algorithm: str = DIGEST_ALGORITHM
+) -> RunData:
     """Find the corpus (generating the default one on first use) and read what ``config`` trains on.
 
-    Under ``torchrun`` rank 0 finds the corpus and every rank reads it.
+    Under ``torchrun`` rank 0 finds the corpus and every rank reads it. The splits are digested with
+    ``algorithm`` (a resumed run: the hash of its checkpoint's digests).
 
     Raises:
         ArcvaeError: a missing or invalid split, or fewer grids per batch than processes.
@@ -62,7 +72,7 @@ def load_run_data(config: TrainConfig, report: Narrator, group: Dist, device: to
     path, cache_dir = found[0].resolve(), found[1]
     cache = WeightCache(cache_dir, read=config.use_cached_weights, warn=report.warn)
     train = read_split(path, "train")
-    data = RunData(path, cache, config.num_colors, train, train.grids)
+    data = RunData(path, cache, config.num_colors, train, train.grids, algorithm=algorithm)
     if config.overfit_batch:
         unique = min(config.overfit_samples, len(train.grids))
         if unique < group.world:

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 
 from . import runtime
-from .checkpoints import check_same_data, load_checkpoint, restore_state
+from .checkpoints import check_same_data, data_digest_algorithm, load_checkpoint, restore_state
 from .config import TrainConfig
 from .distributed import Dist
 from .loop import train_epochs
@@ -27,7 +27,7 @@ from .run_data import load_run_data
 from .run_files import RunResult, save_pictures, write_json
 from .rundir import check_fresh, claim_run_dir, new_run_dir
 from .state import TrainingState
-from .weight_cache import ClassWeights, save_weights_record
+from .weight_cache import DIGEST_ALGORITHM, ClassWeights, save_weights_record
 from .weights import run_weights
 
 
@@ -55,7 +55,9 @@ def train(
 
         # data
         report.section("Loading data...")
-        data = load_run_data(config, report, group, device_used)
+        # a run resumed from an earlier version checks (and goes on recording) its data with the hash it started with
+        algorithm = (checkpoint is not None and data_digest_algorithm(checkpoint)) or DIGEST_ALGORITHM
+        data = load_run_data(config, report, group, device_used, algorithm)
         config.data = str(data.path)
         report.data(config, data, group, device_used)
 

@@ -14,6 +14,10 @@ Two kinds of file live in the cache folder (see :func:`arcvae.data.default_cache
     when the file changes, its change time changes with it, the note no longer
     matches and the labels are hashed again, in the same pass that counts them.
 
+Digests are BLAKE3 (``DIGEST_ALGORITHM``). Notes and entries of earlier
+versions hold sha256 digests: a note of another hash is stale, and an entry is
+named by its digest, so both are recomputed once, never mistaken for the new.
+
 The cache folder is untrusted input. Its files are read only with the cache
 in use (``--no-cache`` reads none), only if they are regular files (never
 through a symbolic link) of bounded size, and parsed field by field. A weights
@@ -45,6 +49,7 @@ from classweights import FORMAT_VERSION
 
 from .distributed import SINGLE, Dist
 
+DIGEST_ALGORITHM = "blake3"  # the hash of the content digests this version records (earlier ones: sha256)
 QUIET_NS = 2_000_000_000  # a data file modified within the last 2 s may still change within its timestamp's tick
 MAX_NOTE_BYTES = 1 << 16  # a digest note is a few hundred bytes
 
@@ -173,10 +178,13 @@ class DigestNotes:
         name = hashlib.sha256(json.dumps([stamp.path, key]).encode()).hexdigest()[:32]
         return self.folder / f"{name}.json"
 
-    def lookup(self, stamp: FileStamp | None, key: str | None, warn: Callable[[str], None]) -> str | None:
-        """The digest noted for the file ``stamp`` describes; None if there is no note, or a stale one.
+    def lookup(
+        self, stamp: FileStamp | None, key: str | None, warn: Callable[[str], None], algorithm: str = DIGEST_ALGORITHM
+    ) -> str | None:
+        """The ``algorithm`` digest noted for the file ``stamp`` describes; None if there is no note, or a stale one.
 
-        A damaged note (not a regular file, oversized, not the JSON written
+        A note of another hash (an earlier version's sha256) is stale too. A
+        damaged note (not a regular file, oversized, not the JSON written
         here) is reported with ``warn``, ignored and later replaced.
         """
         path = None if stamp is None else self._path(stamp, key)
@@ -192,9 +200,13 @@ class DigestNotes:
         except (classweights.ClassWeightError, RecursionError, ValueError, KeyError, TypeError) as exc:
             warn(f"ignoring the damaged digest note {path} ({_reason(exc)}); the labels are hashed again")
             return None
-        if fields == _stamp_fields(stamp) and noted_key == key:
+        if (
+            fields == _stamp_fields(stamp)
+            and noted_key == key
+            and classweights.fingerprint_algorithm(digest) == algorithm
+        ):
             return str(digest)
-        return None  # the file changed since: the labels are hashed again
+        return None  # the file changed since, or the note is of another hash: the labels are hashed again
 
     def remember(self, stamp: FileStamp | None, key: str | None, digest: str) -> None:
         """Note ``digest`` for the file if it is still exactly as ``stamp`` saw it before it was read."""
@@ -211,7 +223,11 @@ def _stamp_fields(stamp: FileStamp) -> list[Any]:
 
 
 def _is_digest(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    """A content digest of this version (``blake3:`` and 64 hex digits) or of an earlier one (64 hex digits)."""
+    try:
+        return isinstance(value, str) and bool(classweights.fingerprint_algorithm(value))
+    except classweights.ClassWeightError:
+        return False
 
 
 # -------------------------------------------------------------- the folder ----
@@ -229,23 +245,38 @@ class WeightCache:
     read: bool = True  # False (--no-cache): nothing in the folder is read, but what is counted is still cached
     warn: Callable[[str], None] = print  # for a damaged file or a folder that cannot be written
 
-    def noted_digest(self, stamp: FileStamp | None, key: str | None, group: Dist = SINGLE) -> str | None:
+    def noted_digest(
+        self, stamp: FileStamp | None, key: str | None, group: Dist = SINGLE, algorithm: str = DIGEST_ALGORITHM
+    ) -> str | None:
         """The digest a note gives for the file ``stamp`` describes, read as ``key``; None without a usable note."""
         notes = DigestNotes(self.folder)
-        return group.broadcast(notes.lookup(stamp, key, self.warn) if group.is_main and self.read else None)
+        return group.broadcast(notes.lookup(stamp, key, self.warn, algorithm) if group.is_main and self.read else None)
 
-    def digest(self, labels: Any, *, num_classes: int, key: str, stamp: FileStamp | None, group: Dist = SINGLE) -> str:
+    def digest(
+        self,
+        labels: Any,
+        *,
+        num_classes: int,
+        key: str,
+        stamp: FileStamp | None,
+        group: Dist = SINGLE,
+        algorithm: str = DIGEST_ALGORITHM,
+    ) -> str:
         """The content digest of ``labels`` (read from ``stamp``'s file as ``key``): noted, or hashed now and noted.
 
         ``stamp`` must describe the file the labels were read from (see
         :meth:`FileStamp.read`). Under ``torchrun`` the ranks hash their shards together.
+        ``algorithm="sha256"`` gives an earlier version's digest (to resume a run it recorded);
+        only ``DIGEST_ALGORITHM`` digests are noted.
         """
-        digest = self.noted_digest(stamp, key, group)
+        digest = self.noted_digest(stamp, key, group, algorithm)
         if digest is None:
-            stats = classweights.count_label_stats(labels, num_classes, fingerprint=True, distributed=group.enabled)
+            stats = classweights.count_label_stats(
+                labels, num_classes, fingerprint=algorithm, distributed=group.enabled
+            )
             digest = stats.fingerprint
             assert digest is not None
-            if group.is_main:
+            if group.is_main and algorithm == DIGEST_ALGORITHM:
                 _try(lambda: DigestNotes(self.folder).remember(stamp, key, digest), None)
         return digest
 

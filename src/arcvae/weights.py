@@ -20,7 +20,7 @@ from classweights import count_and_weigh, count_labels, weights_from_counts
 
 from .distributed import SINGLE, Dist
 from .errors import ArcvaeError
-from .weight_cache import ClassWeights, FileStamp, WeightCache, WeightSpec
+from .weight_cache import DIGEST_ALGORITHM, ClassWeights, FileStamp, WeightCache, WeightSpec
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -75,7 +75,7 @@ def resolve_class_weights(
         normalize=spec.normalize,
         ignore_index=spec.ignore_index,
         progress=progress,
-        fingerprint=known is None,
+        fingerprint=DIGEST_ALGORITHM if known is None else False,
         distributed=group.enabled,
         **read_key,
     )

@@ -16,7 +16,7 @@ Example:
 
 from ._checks import MAX_CLASSES
 from ._errors import ClassWeightError
-from .counting import LabelStats, count_label_stats, count_labels
+from .counting import LabelStats, count_label_stats, count_labels, fingerprint_algorithm
 from .encoding import class_weight_dict, encode_labels
 from .files import LabelFile, read_labels
 from .methods import METHODS, check_method, register_method, weights_from_counts
@@ -53,6 +53,7 @@ __all__ = [
     "count_labels",
     "count_multilabel",
     "encode_labels",
+    "fingerprint_algorithm",
     "load_class_weights",
     "make_sampler",
     "pos_weight",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -236,45 +237,65 @@ def _sparse_presence(
 # into a histogram of byte values. Labels of 64-127 use pairs without tags;
 # anything else uses a plain bincount of bytes. The byte histogram also shows
 # every out-of-range value, so no separate min/max pass is needed.
+#
+# The passes around each bincount (max, XOR, the folds) run in numpy, on the
+# counting thread itself: torch would split each over its own threads, on top
+# of the counting threads, and wait for all of them at its end, which costs
+# a time slice whenever other work holds a core.
 
 _PAIR_TAGS = 0x40C0_4080_4040_0000  # XOR tags of the four int16 pairs of a little-endian word
-_TAG_BLOCK = 1 << 19  # int64 words tagged at a time (4 MiB): one buffer, reused
+_TAG_BLOCK = 1 << 17  # int64 words tagged at a time (1 MiB): one buffer per thread, kept
+_THREAD = threading.local()
 _LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 def _byte_histogram(flat: torch.Tensor) -> torch.Tensor:
-    """How often each byte value 0-255 occurs in the 1-D uint8 tensor ``flat``."""
-    histogram = torch.zeros(256, dtype=torch.int64)
+    """How often each byte value 0-255 occurs in the 1-D uint8 CPU tensor ``flat``."""
+    histogram = np.zeros(256, dtype=np.int64)
     if flat.numel() == 0:
-        return histogram
-    top = int(flat.max())  # a read-only reduction: cheaper than masking the words
+        return torch.from_numpy(histogram)
+    data = flat.numpy()
+    top = int(data.max())  # a read-only reduction: cheaper than masking the words
     done = 0
     words = _as_words(flat) if _LITTLE_ENDIAN and top < 64 else None
     if words is not None:  # every label < 64: bits 6-7 of each byte are free for the tags
-        table = torch.zeros(1 << 15, dtype=torch.int64)
-        tagged = torch.empty(min(words.numel(), _TAG_BLOCK), dtype=torch.int64)  # reused: no page faults per block
-        for lo in range(0, words.numel(), _TAG_BLOCK):
-            block = tagged[: min(_TAG_BLOCK, words.numel() - lo)]
-            torch.bitwise_xor(words[lo : lo + block.numel()], _PAIR_TAGS, out=block)
-            table += torch.bincount(block.view(torch.int16), minlength=1 << 15)[: 1 << 15]
-        # [bit 14, high byte bits 0-5, low byte bits 6-7, low byte bits 0-5]: drop the tag axes
-        pairs = table.view(2, 64, 4, 64).sum(dim=(0, 2))
-        histogram[:64] += pairs.sum(dim=0) + pairs.sum(dim=1)
-        done = words.numel() * 8
+        source = words.numpy()
+        tagged = _tag_buffer()
+        table: torch.Tensor | None = None
+        for lo in range(0, source.size, _TAG_BLOCK):
+            block = tagged[: min(_TAG_BLOCK, source.size - lo)]
+            np.bitwise_xor(source[lo : lo + block.size], _PAIR_TAGS, out=block)
+            pairs = torch.bincount(torch.from_numpy(block.view(np.int16)), minlength=1 << 15)  # bit 15 is never set
+            table = pairs if table is None else table.add_(pairs)
+        assert table is not None
+        # rows: the high byte (tag bit 14, label bits 8-13); columns: the low byte (tag bits 6-7, label bits 0-5)
+        by_bytes = table.numpy().reshape(128, 256)
+        histogram[:64] += by_bytes.sum(axis=0).reshape(4, 64).sum(axis=0) + by_bytes.sum(axis=1).reshape(2, 64).sum(
+            axis=0
+        )
+        done = source.size * 8
     rest = flat[done:]
     if rest.numel() >= 2:
         even = rest.numel() - rest.numel() % 2
         pairs16 = _as_pairs(rest[:even]) if top < 128 else None
         if pairs16 is not None:  # every high byte < 128, so the int16 values are >= 0
-            table = torch.bincount(pairs16, minlength=1 << 15)[: 1 << 15].view(128, 256)
-            histogram += table.sum(dim=0)
-            histogram[:128] += table.sum(dim=1)
+            by_bytes = torch.bincount(pairs16, minlength=1 << 15)[: 1 << 15].numpy().reshape(128, 256)
+            histogram += by_bytes.sum(axis=0)
+            histogram[:128] += by_bytes.sum(axis=1)
         else:
-            histogram += torch.bincount(rest[:even], minlength=256)
+            histogram += torch.bincount(rest[:even], minlength=256).numpy()
         done += even
     if done < flat.numel():
-        histogram[int(flat[-1])] += 1
-    return histogram
+        histogram[int(data[-1])] += 1
+    return torch.from_numpy(histogram)
+
+
+def _tag_buffer() -> np.ndarray:
+    """This thread's buffer for tagged words, kept from chunk to chunk: a new one each time costs page faults."""
+    tagged = getattr(_THREAD, "tagged", None)
+    if tagged is None or tagged.size < _TAG_BLOCK:
+        tagged = _THREAD.tagged = np.empty(_TAG_BLOCK, dtype=np.int64)
+    return tagged
 
 
 def _as_words(flat: torch.Tensor) -> torch.Tensor | None:

@@ -8,6 +8,7 @@ import lzma
 import math
 import os
 import struct
+import sys
 import warnings
 import zipfile
 import zlib
@@ -57,6 +58,9 @@ _MAX_DIMS = 64  # numpy's own limit
 
 
 _FIRST_READ = 1 << 22  # bytes allocated up front when a size is only claimed (zip members); more as data arrives
+
+
+_KEPT_BUFFERS = 8  # read buffers a stream keeps for reuse; chunks in flight beyond that get fresh ones
 
 
 # What reading a damaged file or zip member may raise besides ClassWeightError (zipfile, zlib, bz2, lzma, struct).
@@ -161,8 +165,10 @@ def _npy_stream(
     sizes are never allocated up front. ``finish`` runs after the last read.
 
     ``read`` calls fill one buffer per chunk, so memory stays bounded and
-    nothing is memory-mapped (mapped pages would count as resident memory).
-    Fortran-ordered arrays, whose samples lie apart on disk, are read whole.
+    nothing is memory-mapped (mapped pages would count as resident memory, and
+    a file cut short while mapped kills the process). The buffers are reused
+    once their chunks are done (``_Buffers``). Fortran-ordered arrays, whose
+    samples lie apart on disk, are read whole.
     """
     try:
         header = _read_header(handle, where, unreadable)
@@ -212,12 +218,14 @@ def _npy_stream(
     first, end = _shard_rows(n, shard, row_bytes)
 
     def chunks() -> Iterator[Chunk]:
+        # A claimed size is allocated only as data arrives: reused buffers hold at most what one read allocates.
+        buffers = _Buffers(min(step * row_bytes, step * row_bytes if trusted else _FIRST_READ))
         try:
             if first:
                 _skip(handle, first * row_bytes)
             for lo in range(first, end, step):
                 rows = min(step, end - lo)
-                buffer, filled = _read_into_buffer(handle, rows * row_bytes, trusted)
+                buffer, filled = _read_into_buffer(handle, rows * row_bytes, trusted, buffers.take())
                 if filled < rows * row_bytes:
                     raise ClassWeightError(
                         f"{where} is truncated: expected {n} samples, data ends in sample {lo + filled // row_bytes}"
@@ -297,15 +305,49 @@ def _read_header(handle: BinaryIO, where: str, unreadable: str) -> _Header:
     return _Header(shape, header["fortran_order"], dtype, 8 + width + length)
 
 
-def _read_into_buffer(handle: BinaryIO, count: int, trusted: bool) -> tuple[np.ndarray, int]:
-    """Read up to ``count`` bytes into a new buffer; return it (``count`` bytes long) and how many were read.
+class _Buffers:
+    """The read buffers of one stream, each reused once no chunk refers to it any more.
+
+    A chunk's array, the tensor made of it, the views the counting threads and
+    the hasher take: each holds a reference to the buffer under it until it is
+    done. So a buffer whose reference count equals that of the first buffer in
+    the list, a spare that is never lent, is referred to by nothing but the
+    list, and is free. Measuring against the spare instead of a fixed number
+    keeps the test exact whatever the interpreter counts. Reuse spares the page
+    faults and zeroing of fresh memory, and keeps the memory of a stream to the
+    chunks in flight.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._kept = [np.empty(0, dtype=np.uint8)]  # the spare, then buffers lent before
+
+    def take(self) -> np.ndarray:
+        unused = 0
+        for i, buffer in enumerate(self._kept):
+            if i == 0:
+                unused = sys.getrefcount(buffer)
+            elif sys.getrefcount(buffer) == unused:
+                return buffer
+        fresh = np.empty(self.size, dtype=np.uint8)
+        if len(self._kept) <= _KEPT_BUFFERS:
+            self._kept.append(fresh)
+        return fresh
+
+
+def _read_into_buffer(
+    handle: BinaryIO, count: int, trusted: bool, buffer: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """Read up to ``count`` bytes into a buffer; return it (``count`` bytes long) and how many were read.
 
     A ``trusted`` count (checked against the file's size) is allocated at once.
     An untrusted one (a zip directory's claim) gets ``_FIRST_READ`` bytes first
     and twice as much each time data keeps coming, so a false claim costs no
-    more memory than the data that is really there.
+    more memory than the data that is really there. ``buffer``, if given, is
+    used for the first of these (up to its size) instead of new memory.
     """
-    buffer = np.empty(count if trusted else min(count, _FIRST_READ), dtype=np.uint8)
+    first = count if trusted else min(count, _FIRST_READ)
+    buffer = np.empty(first, dtype=np.uint8) if buffer is None or len(buffer) < first else buffer[:first]
     filled = 0
     while filled < count:
         if filled == len(buffer):

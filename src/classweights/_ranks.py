@@ -52,7 +52,7 @@ def _reduce_across_ranks(
     if hashed is not None:  # every rank's block digests, in rank order: the single-process fingerprint
         shards: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(shards, (hashed.blocks, hashed.dtype, hashed.per_sample))
-        hashed = _LabelHasher()
+        hashed = _LabelHasher(hashed.algorithm)
         hashed.blocks = [block for blocks, _, _ in shards for block in blocks]
         hashed.dtype, hashed.per_sample = next(((d, p) for _, d, p in shards if d is not None), (None, None))
     pixels = packed[c : 2 * c] if image_pixels is not None else None

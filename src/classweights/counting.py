@@ -9,13 +9,12 @@ memory stays bounded however large the dataset is.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
+import numpy as np
 import torch
 
 from . import _fingerprint
@@ -30,16 +29,15 @@ from ._checks import (
 from ._chunk_counts import _count_chunk, _count_histogram, _on_device
 from ._errors import ClassWeightError
 from ._files import FileIdentity
-from ._fingerprint import _combine_digests, _hashed, _LabelHasher
+from ._fingerprint import ALGORITHM, ALGORITHMS, _combine_digests, _hashed, _LabelHasher, algorithm_of
 from ._ranks import _process_group_shard, _reduce_across_ranks
 from ._sources import open_source
 from ._stream import Chunk
+from ._threads import _ordered_map
 
 ProgressCallback = Callable[[int, "int | None"], None]
 
-MAX_THREADS = 256  # each thread may hold two chunks; far more threads than cores only costs memory
-_T = TypeVar("_T")
-_R = TypeVar("_R")
+MAX_THREADS = 256  # each thread may hold a chunk; far more threads than cores only costs memory
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,8 @@ class LabelStats:
             ``c`` (Eigen and Fergus' denominator), or ``None`` if not gathered.
         num_images: samples (first-axis entries) seen.
         num_labels: labels counted, i.e. ``counts.sum()``.
-        fingerprint: sha256 (hex) of the labels' content, or ``None`` if not
+        fingerprint: the labels' content digest, ``"blake3:"`` and 64 hex digits
+            (bare hex digits for ``fingerprint="sha256"``), or ``None`` if not
             asked for; see :func:`count_label_stats`.
         source_identity: for a ``.npy``/``.npz``/``.parquet`` path, the identity of the file
             actually read, ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``,
@@ -171,7 +170,7 @@ def count_label_stats(
     device: str | torch.device | None = None,
     progress: ProgressCallback | None = None,
     presence: bool = False,
-    fingerprint: bool = False,
+    fingerprint: bool | str = False,
     distributed: bool = False,
 ) -> LabelStats:
     """Like :func:`count_labels`, but returns a :class:`LabelStats`.
@@ -182,7 +181,7 @@ def count_label_stats(
     or glob of label images is one sample.
 
     With ``fingerprint=True`` it also hashes the labels as it reads them (one
-    pass, no second read of the data): sha256 over their bytes in order, their
+    pass, no second read of the data): BLAKE3 over their bytes in order, their
     dtype, the number of samples and the labels per sample. Equal labels give
     equal fingerprints whatever the source type; changing any one label, the
     dtype or the shape gives another. Use it as a cache key for anything
@@ -193,6 +192,9 @@ def count_label_stats(
     and dtype, are hashed one file per block, each with its dtype and size: the
     same labels in the same files give the same fingerprint whatever their
     format, but not the fingerprint of the same labels stacked in one array.
+    ``fingerprint="sha256"`` computes the fingerprint of earlier versions (64
+    hex digits, no prefix) instead, to check a record made with them against
+    the data; :func:`fingerprint_algorithm` tells which a record holds.
 
     With ``distributed=True`` (see :func:`count_labels`), ``image_pixels``,
     ``num_images`` and ``num_labels`` are global too.
@@ -209,10 +211,9 @@ def count_label_stats(
         raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
     if progress is not None and not callable(progress):
         raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
-    presence, fingerprint, distributed = (
-        check_flag(v, n)
-        for v, n in ((presence, "presence"), (fingerprint, "fingerprint"), (distributed, "distributed"))
-    )
+    presence, distributed = (check_flag(v, n) for v, n in ((presence, "presence"), (distributed, "distributed")))
+    algorithm = _fingerprint_option(fingerprint)
+    fingerprint = algorithm is not None
     workers = _resolve_threads(num_threads)
     from ._dask import count_dask_stats, is_dask_array
 
@@ -227,7 +228,7 @@ def count_label_stats(
     images = labels = 0
     where = "labels"
     identity: FileIdentity | None = None
-    hasher = _LabelHasher() if fingerprint else None
+    hasher = _LabelHasher(algorithm) if algorithm is not None else None
     failure: BaseException | None = None
     try:
         # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
@@ -265,7 +266,7 @@ def count_label_stats(
         )
         if shard.world > 1:
             where = f"{where} (all {shard.world} ranks)"
-    digest = None if hashed is None else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images)
+    digest = None if hashed is None else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images, hashed.algorithm)
 
     if labels == 0:  # no samples, or samples that hold no labels
         raise ClassWeightError(f"Expected at least one label, but {where} is empty")
@@ -277,7 +278,48 @@ def count_label_stats(
     return LabelStats(counts, image_pixels, images, total, digest, identity)
 
 
+def fingerprint_algorithm(fingerprint: str) -> str:
+    """The hash a :attr:`LabelStats.fingerprint` was made with: ``"blake3"``, or ``"sha256"`` for earlier versions'.
+
+    Use it to check a stored fingerprint against the data with the same
+    algorithm: ``count_label_stats(..., fingerprint=fingerprint_algorithm(stored))``.
+
+    Args:
+        fingerprint: a fingerprint as ``count_label_stats`` returns it:
+            ``"blake3:"`` and 64 hex digits, or the bare 64 hex digits of sha256.
+
+    Returns:
+        ``"blake3"`` or ``"sha256"``.
+
+    Raises:
+        ClassWeightError: if ``fingerprint`` is not a fingerprint string.
+
+    Example:
+        >>> fingerprint_algorithm(count_label_stats([0, 1, 1], 2, fingerprint=True).fingerprint)
+        'blake3'
+        >>> fingerprint_algorithm("ab" * 32)
+        'sha256'
+    """
+    algorithm = algorithm_of(fingerprint)
+    if algorithm is None:
+        raise ClassWeightError(
+            f"Expected a label fingerprint ('blake3:' and 64 hex digits, or 64 hex digits of sha256), but got {shown(fingerprint)}"
+        )
+    return algorithm
+
+
 # ------------------------------------------------------------- helpers ----
+
+
+def _fingerprint_option(value: Any) -> str | None:
+    """The hash ``fingerprint=`` asks for: True is the current one, a name picks one, False none."""
+    if isinstance(value, (bool, np.bool_)):
+        return ALGORITHM if value else None
+    if isinstance(value, str) and value in ALGORITHMS:
+        return value
+    raise ClassWeightError(
+        f"Expected `fingerprint` to be True, False or one of {', '.join(map(repr, ALGORITHMS))}, but got {shown(value)}"
+    )
 
 
 def _resolve_device(device: str | torch.device | None, source: Any) -> torch.device:
@@ -306,28 +348,3 @@ def _resolve_threads(num_threads: int | None) -> int:
     if num_threads is None:
         return max(1, min(8, torch.get_num_threads(), os.cpu_count() or 1))
     return check_positive_int(num_threads, "num_threads", maximum=MAX_THREADS, allow_none=True) or 1
-
-
-def _ordered_map(fn: Callable[[_T], _R], items: Iterator[_T] | Iterable[_T], workers: int) -> Iterator[_R]:
-    """``map(fn, items)`` on ``workers`` threads, in order, with at most ``2 * workers`` items in flight."""
-    if workers == 1:
-        yield from map(fn, items)
-        return
-    pool = _thread_pool(workers, os.getpid())
-    window: list[Future[_R]] = []
-    for item in items:
-        window.append(pool.submit(fn, item))
-        if len(window) >= 2 * workers:
-            yield window.pop(0).result()
-    for future in window:
-        yield future.result()
-
-
-@functools.lru_cache(maxsize=4)
-def _thread_pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """One pool per size, kept for the process: starting threads costs ~10% of counting 20M labels.
-
-    Keyed by ``pid`` too, so a forked child (a DataLoader worker) makes its own
-    pool instead of waiting on threads that did not survive the fork.
-    """
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"classweights-{pid}")

@@ -45,7 +45,8 @@ from ._multilabel_chunks import (
 from ._ranks import _process_group_shard, _reduce_across_ranks
 from ._sources import open_source
 from ._stream import Chunk
-from .counting import ProgressCallback, _ordered_map, _resolve_threads
+from ._threads import _ordered_map
+from .counting import ProgressCallback, _resolve_threads
 
 _NAMED_CLASSES = 10  # classes a warning lists by number; the rest are counted
 
