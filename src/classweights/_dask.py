@@ -20,7 +20,6 @@ import torch
 
 from ._checks import shown
 from ._chunk_counts import _count_chunk, _to_tensor
-from ._chunked import is_dask_array  # noqa: F401 - where counting looks for it
 from ._errors import ClassWeightError
 from ._stream import Chunk, check_label_dtype
 from .counting import LabelStats, ProgressCallback, _resolve_device

@@ -27,6 +27,7 @@ from ._checks import (
     shown,
 )
 from ._chunk_counts import _count_chunk, _count_histogram, _on_device
+from ._chunked import is_dask_array
 from ._errors import ClassWeightError
 from ._files import FileIdentity
 from ._fingerprint import ALGORITHM, ALGORITHMS, _combine_digests, _hashed, _LabelHasher, algorithm_of
@@ -215,9 +216,9 @@ def count_label_stats(
     algorithm = _fingerprint_option(fingerprint)
     fingerprint = algorithm is not None
     workers = _resolve_threads(num_threads)
-    from ._dask import count_dask_stats, is_dask_array
-
     if is_dask_array(source) and not (fingerprint or distributed):  # counted where its blocks live, on Dask's scheduler
+        from ._dask import count_dask_stats  # it imports this module
+
         return count_dask_stats(source, num_classes, ignore_index=ignore_index, key=key, device=device,
                                 progress=progress, presence=presence)  # fmt: skip
     block = _fingerprint.HASH_BLOCK_BYTES if fingerprint else None  # read here, not imported: tests vary it
@@ -266,7 +267,11 @@ def count_label_stats(
         )
         if shard.world > 1:
             where = f"{where} (all {shard.world} ranks)"
-    digest = None if hashed is None else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images, hashed.algorithm)
+    digest = (
+        None
+        if hashed is None
+        else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images, hashed.algorithm)
+    )
 
     if labels == 0:  # no samples, or samples that hold no labels
         raise ClassWeightError(f"Expected at least one label, but {where} is empty")
