@@ -174,26 +174,10 @@ def _npy_stream(
         header = _read_header(handle, where, unreadable)
         shape, dtype = header.shape, header.dtype
         n = shape[0] if shape else 1
-        payload = math.prod(shape) * dtype.itemsize  # Python ints: a claim of 2**62 rows cannot overflow
-        present = available - header.offset
-        if present < payload:
-            raise ClassWeightError(
-                f"{where} is truncated: expected {n} samples ({payload} bytes of data), but it holds {max(0, present)} bytes"
-            )
-        if present > payload:
-            raise ClassWeightError(
-                f"{where} holds {present} bytes of data, but its header (shape {list(shape)}, dtype {dtype}) describes {payload}; expected exactly that many"
-            )
+        payload = _checked_payload(header, available, where)
         if payload == 0:  # no labels at all, however many rows the header claims: never step through them
-            return Stream(
-                _finished(finish, close),
-                0,
-                where,
-                sharded=shard is not None,
-                identity=identity,
-                shape=shape,
-                dtype=dtype,
-            )
+            return Stream(_finished(finish, close), 0, where, sharded=shard is not None, identity=identity,
+                          shape=shape, dtype=dtype)  # fmt: skip
         if header.fortran_order and len(shape) > 1:
             buffer, filled = _read_into_buffer(handle, payload, trusted)
             if filled < payload:
@@ -241,6 +225,23 @@ def _npy_stream(
             close()
 
     return Stream(chunks(), end - first, where, sharded=shard is not None, identity=identity, shape=shape, dtype=dtype)
+
+
+def _checked_payload(header: _Header, available: int, where: str) -> int:
+    """The bytes of data ``header`` describes, if the ``available`` bytes after it are exactly that many."""
+    shape, dtype = header.shape, header.dtype
+    payload = math.prod(shape) * dtype.itemsize  # Python ints: a claim of 2**62 rows cannot overflow
+    present = available - header.offset
+    if present < payload:
+        n = shape[0] if shape else 1
+        raise ClassWeightError(
+            f"{where} is truncated: expected {n} samples ({payload} bytes of data), but it holds {max(0, present)} bytes"
+        )
+    if present > payload:
+        raise ClassWeightError(
+            f"{where} holds {present} bytes of data, but its header (shape {list(shape)}, dtype {dtype}) describes {payload}; expected exactly that many"
+        )
+    return payload
 
 
 def _finished(finish: Callable[[], None] | None, close: Callable[[], None]) -> Iterator[Chunk]:

@@ -208,34 +208,75 @@ def count_label_stats(
     """
     num_classes = check_num_classes(num_classes)
     ignore_index = check_ignore_index(ignore_index)
-    if key is not None and not isinstance(key, str) and not is_int(key):
-        raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
-    if progress is not None and not callable(progress):
-        raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
+    _check_key_and_progress(key, progress)
     presence, distributed = (check_flag(v, n) for v, n in ((presence, "presence"), (distributed, "distributed")))
     algorithm = _fingerprint_option(fingerprint)
-    fingerprint = algorithm is not None
     workers = _resolve_threads(num_threads)
-    if is_dask_array(source) and not (fingerprint or distributed):  # counted where its blocks live, on Dask's scheduler
+    if is_dask_array(source) and not (algorithm or distributed):  # counted where its blocks live, on Dask's scheduler
         from ._dask import count_dask_stats  # it imports this module
 
         return count_dask_stats(source, num_classes, ignore_index=ignore_index, key=key, device=device,
                                 progress=progress, presence=presence)  # fmt: skip
-    block = _fingerprint.HASH_BLOCK_BYTES if fingerprint else None  # read here, not imported: tests vary it
+    block = _fingerprint.HASH_BLOCK_BYTES if algorithm else None  # read here, not imported: tests vary it
     shard = _process_group_shard(block) if distributed else None
     target = _resolve_device(device, source)
-    counts = torch.zeros(num_classes, dtype=torch.int64)
-    image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
-    images = labels = 0
-    where = "labels"
-    identity: FileIdentity | None = None
+    tally = _Tally(num_classes, presence)
     hasher = _LabelHasher(algorithm) if algorithm is not None else None
+    where, identity = "labels", None
     failure: BaseException | None = None
     try:
         # Presence statistics widen each chunk to int64, so they keep the bounded default chunks.
         stream = open_source(source, key=key, chunk_size=chunk_size, parts=1 if presence else workers, shard=shard,
-                             threads=workers, keep_labels=fingerprint)  # fmt: skip
+                             threads=workers, keep_labels=hasher is not None)  # fmt: skip
         where, identity = stream.where, stream.identity
+        tally.count(stream, hasher, target, ignore_index, workers, progress)
+    except Exception as exc:  # with other ranks waiting in all_reduce, an error must reach them first
+        if shard is None:
+            raise
+        failure = exc
+    hashed = None if hasher is None else hasher.finish()
+    counts, image_pixels, images, labels = tally.counts, tally.image_pixels, tally.images, tally.labels
+    if shard is not None:
+        counts, image_pixels, images, labels, hashed = _reduce_across_ranks(
+            counts, image_pixels, images, labels, hashed, failure
+        )
+        if shard.world > 1:
+            where = f"{where} (all {shard.world} ranks)"
+    digest = (
+        None
+        if hashed is None
+        else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images, hashed.algorithm)
+    )
+    if labels == 0:  # no samples, or samples that hold no labels
+        raise ClassWeightError(f"Expected at least one label, but {where} is empty")
+    total = int(counts.sum())
+    if total == 0:
+        raise ClassWeightError(
+            f"Expected at least one label to count, but every label in {where} equals ignore_index={ignore_index}"
+        )
+    return LabelStats(counts, image_pixels, images, total, digest, identity)
+
+
+class _Tally:
+    """The running totals of one pass: counts, presence pixels, samples and labels."""
+
+    def __init__(self, num_classes: int, presence: bool) -> None:
+        self.num_classes = num_classes
+        self.counts = torch.zeros(num_classes, dtype=torch.int64)
+        self.image_pixels = torch.zeros(num_classes, dtype=torch.int64) if presence else None
+        self.images = self.labels = 0
+
+    def count(
+        self,
+        stream: Any,
+        hasher: _LabelHasher | None,
+        target: torch.device,
+        ignore_index: int | None,
+        workers: int,
+        progress: ProgressCallback | None,
+    ) -> None:
+        """Count every chunk of ``stream`` (hashing it first if ``hasher``), ``workers`` chunks at a time."""
+        num_classes, presence = self.num_classes, self.image_pixels is not None
 
         def work(chunk: Chunk) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
             if chunk.histogram is not None:
@@ -249,38 +290,20 @@ def count_label_stats(
         for chunk_counts, chunk_pixels, chunk_images, chunk_labels in _ordered_map(
             work, on_device, 1 if stream.counted else workers
         ):
-            counts += chunk_counts
-            if image_pixels is not None and chunk_pixels is not None:
-                image_pixels += chunk_pixels
-            images += chunk_images
-            labels += chunk_labels
+            self.counts += chunk_counts
+            if self.image_pixels is not None and chunk_pixels is not None:
+                self.image_pixels += chunk_pixels
+            self.images += chunk_images
+            self.labels += chunk_labels
             if progress is not None:
-                progress(images, stream.total)
-    except Exception as exc:  # with other ranks waiting in all_reduce, an error must reach them first
-        if shard is None:
-            raise
-        failure = exc
-    hashed = None if hasher is None else hasher.finish()
-    if shard is not None:
-        counts, image_pixels, images, labels, hashed = _reduce_across_ranks(
-            counts, image_pixels, images, labels, hashed, failure
-        )
-        if shard.world > 1:
-            where = f"{where} (all {shard.world} ranks)"
-    digest = (
-        None
-        if hashed is None
-        else _combine_digests(hashed.blocks, hashed.dtype, hashed.per_sample, images, hashed.algorithm)
-    )
+                progress(self.images, stream.total)
 
-    if labels == 0:  # no samples, or samples that hold no labels
-        raise ClassWeightError(f"Expected at least one label, but {where} is empty")
-    total = int(counts.sum())
-    if total == 0:
-        raise ClassWeightError(
-            f"Expected at least one label to count, but every label in {where} equals ignore_index={ignore_index}"
-        )
-    return LabelStats(counts, image_pixels, images, total, digest, identity)
+
+def _check_key_and_progress(key: Any, progress: Any) -> None:
+    if key is not None and not isinstance(key, str) and not is_int(key):
+        raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
+    if progress is not None and not callable(progress):
+        raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
 
 
 def fingerprint_algorithm(fingerprint: str) -> str:
