@@ -62,6 +62,21 @@ def cores_used(labels: np.ndarray) -> float:
     return median(ratios)
 
 
+def after_idle(labels: np.ndarray) -> tuple[float, float, float]:
+    """Medians of count_labels (back to back; each after 30 ms in which the other core had nothing to do; on one
+    thread). On a virtual machine a core left idle is slow to take up work again (the host has to run its vCPU):
+    the interleaved rounds above leave it idle while torch.bincount and scikit-learn run on one core."""
+    back_to_back = median(interleaved([lambda: classweights.count_labels(labels, 10)], 15)[0])
+    gaps = []
+    for _ in range(15):
+        time.sleep(0.03)
+        start = time.perf_counter()
+        classweights.count_labels(labels, 10)
+        gaps.append(time.perf_counter() - start)
+    one = median(interleaved([lambda: classweights.count_labels(labels, 10, num_threads=1)], 9)[0])
+    return back_to_back, median(gaps), one
+
+
 def one_run(labels: np.ndarray, with_loop: bool) -> dict[str, float]:
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -74,6 +89,7 @@ def one_run(labels: np.ndarray, with_loop: bool) -> dict[str, float]:
     ], ROUNDS))  # fmt: skip
     read, loop = floors(flat)
     result = {"ours": ours, "bincount": bincount, "sklearn": sklearn, "read": read, "loop": loop, "cores": cores_used(labels)}
+    result["back_to_back"], result["after_idle"], result["one_thread"] = after_idle(labels)
     if with_loop:
         start = time.perf_counter()
         assert torch.equal(spec_loop(torch.from_numpy(labels), 10), torch.bincount(flat, minlength=10))
@@ -110,6 +126,9 @@ def main() -> None:
         print(f"\nrun {run} of {args.runs}: medians of {ROUNDS} interleaved rounds; load average {before} -> {load_average()}; "
               f"count_labels used {r['cores']:.2f} of {machine().split(', ')[1]}")  # fmt: skip
         print(table(rows, ["method", "time", "G labels/s", "count_labels is faster by", "target", ""]))
+        print(f"count_labels called back to back: {r['back_to_back'] * 1e3:.2f} ms ({r['bincount'] / r['back_to_back']:.2f}x one torch.bincount); "
+              f"each after 30 ms with the other core idle: {r['after_idle'] * 1e3:.2f} ms ({r['bincount'] / r['after_idle']:.2f}x); "
+              f"on one thread: {r['one_thread'] * 1e3:.2f} ms")  # fmt: skip
         print(f"150x scikit-learn here needs count_labels in {r['sklearn'] / 150 * 1e3:.2f} ms; the bincount loop alone takes {r['loop'] * 1e3:.2f} ms on both cores")
         summary.append((r["bincount"] / ours, r["sklearn"] / ours))
     if args.runs > 1:
