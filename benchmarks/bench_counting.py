@@ -88,7 +88,14 @@ def one_run(labels: np.ndarray, with_loop: bool) -> dict[str, float]:
         lambda: compute_class_weight("balanced", classes=classes, y=y),
     ], ROUNDS))  # fmt: skip
     read, loop = floors(flat)
-    result = {"ours": ours, "bincount": bincount, "sklearn": sklearn, "read": read, "loop": loop, "cores": cores_used(labels)}
+    result = {
+        "ours": ours,
+        "bincount": bincount,
+        "sklearn": sklearn,
+        "read": read,
+        "loop": loop,
+        "cores": cores_used(labels),
+    }
     result["back_to_back"], result["after_idle"], result["one_thread"] = after_idle(labels)
     if with_loop:
         start = time.perf_counter()
@@ -129,7 +136,9 @@ def main() -> None:
         print(f"count_labels called back to back: {r['back_to_back'] * 1e3:.2f} ms ({r['bincount'] / r['back_to_back']:.2f}x one torch.bincount); "
               f"each after 30 ms with the other core idle: {r['after_idle'] * 1e3:.2f} ms ({r['bincount'] / r['after_idle']:.2f}x); "
               f"on one thread: {r['one_thread'] * 1e3:.2f} ms")  # fmt: skip
-        print(f"150x scikit-learn here needs count_labels in {r['sklearn'] / 150 * 1e3:.2f} ms; the bincount loop alone takes {r['loop'] * 1e3:.2f} ms on both cores")
+        print(
+            f"150x scikit-learn here needs count_labels in {r['sklearn'] / 150 * 1e3:.2f} ms; the bincount loop alone takes {r['loop'] * 1e3:.2f} ms on both cores"
+        )
         summary.append((r["bincount"] / ours, r["sklearn"] / ours))
     if args.runs > 1:
         print(f"\nover {args.runs} runs: vs torch.bincount {min(b for b, _ in summary):.2f}x-{max(b for b, _ in summary):.2f}x (>= 4x in every run: "

@@ -95,7 +95,14 @@ def launch(grouped: bool, processes: int, threads: int, path: Path, result: Path
     script = [str(Path(__file__).resolve()), "--worker", "--path", str(path), "--result", str(result),
               "--threads", str(threads), "--repeats", str(repeats)]  # fmt: skip
     if grouped:
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *script]
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            *script,
+        ]
     else:
         command = [sys.executable, *script, "--no-group"]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}

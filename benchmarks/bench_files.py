@@ -132,7 +132,12 @@ def main() -> None:
     print(f"labels: {n:,} uint8 ({n / 2**30:.2f} GiB); medians of {args.rounds} interleaved rounds, page cache warm; "
           f"load average {load_before} -> {load_after}")  # fmt: skip
     print(f"counting in memory used {memory_cpu:.3f} CPU seconds ({cores:.2f} cores)")
-    print(table(rows, ["source", "time", "G labels/s", "time vs memory", "<= 1.25x", "peak RSS above import torch", "<= 32 MiB"]))
+    print(
+        table(
+            rows,
+            ["source", "time", "G labels/s", "time vs memory", "<= 1.25x", "peak RSS above import torch", "<= 32 MiB"],
+        )
+    )
 
 
 if __name__ == "__main__":

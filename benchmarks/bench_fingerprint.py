@@ -89,7 +89,9 @@ def main() -> None:
 
         def resolve(labels: object, stamp: FileStamp | None) -> ClassWeights:
             spec = WeightSpec(num_classes=10, method="sqrt_inverse", smooth=1.0)
-            return resolve_class_weights(labels, spec, key=None, cache=WeightCache(cache), source=str(path), stamp=stamp)
+            return resolve_class_weights(
+                labels, spec, key=None, cache=WeightCache(cache), source=str(path), stamp=stamp
+            )
 
         count, fused, legacy, two_pass = (median(t) for t in interleaved([
             lambda: classweights.count_label_stats(path, 10),
@@ -126,7 +128,12 @@ def main() -> None:
         ["resolve_class_weights, labels in memory (stamp=None)", memory],
     ]
     ratios = [
-        ["one pass / count only", f"{fused / count:.2f}x", "<= 1.15x", verdict(fused / count, 1.15, higher_is_better=False)],
+        [
+            "one pass / count only",
+            f"{fused / count:.2f}x",
+            "<= 1.15x",
+            verdict(fused / count, 1.15, higher_is_better=False),
+        ],
         ["bound / count only", f"{bound / count:.2f}x", "", ""],
         ["sha256 one pass / count only", f"{legacy / count:.2f}x", "", ""],
         ["two passes / one pass", f"{two_pass / fused:.2f}x", "> 1x", "PASS" if fused < two_pass else "FAIL"],
@@ -150,7 +157,9 @@ def main() -> None:
         "the first call came from the cache (was the cache folder not empty?)": not first.from_cache,
         "a later call on the unchanged file did not come from the cache": all(h.from_cache for h in hits),
         "the cached weights or digest differ from the miss's": all(same_as_miss(h) for h in hits),
-        "labels in memory hit the cache or gave another digest or weights": all(not r.from_cache and same_as_miss(r) for r in memory_runs),
+        "labels in memory hit the cache or gave another digest or weights": all(
+            not r.from_cache and same_as_miss(r) for r in memory_runs
+        ),
     }
     failures = [message for message, ok in checks.items() if not ok]
     if failures:

@@ -59,7 +59,9 @@ def write_masks(folder: Path, count: int, seed: int = 0) -> list[Path]:
             if rng.random() < 0.5:
                 draw.ellipse([x0, y0, x1, y1], fill=label, outline=255, width=5)
             else:
-                draw.polygon([(x0, y0), (x1, y0 + 20), (x1 - 10, y1), (x0 + 15, y1 - 30)], fill=label, outline=255, width=5)
+                draw.polygon(
+                    [(x0, y0), (x1, y0 + 20), (x1 - 10, y1), (x0 + 15, y1 - 30)], fill=label, outline=255, width=5
+                )
         path = folder / f"2007_{i:06d}.png"
         image.save(path)
         paths.append(path)
@@ -147,7 +149,16 @@ def main() -> None:
 
     def row(name: str, label: str, target: str = "", ok: str = "") -> list[str]:
         wall, cpu = best[name]
-        return [label, f"{wall:.3f} s", f"{wall / n * 1e6:.0f} us", f"{cpu / n * 1e6:.0f} us", f"{cpu / wall:.2f}", f"{base / wall:.2f}x", target, ok]
+        return [
+            label,
+            f"{wall:.3f} s",
+            f"{wall / n * 1e6:.0f} us",
+            f"{cpu / n * 1e6:.0f} us",
+            f"{cpu / wall:.2f}",
+            f"{base / wall:.2f}x",
+            target,
+            ok,
+        ]
 
     rows = [
         row("baseline", "loop: np.bincount(np.asarray(Image.open(p))), 1 thread"),
@@ -160,10 +171,18 @@ def main() -> None:
     print(machine())
     print(f"images: {n} palette PNGs of 500 x 375 ({size / n / 1024:.1f} KiB each on average), "
           f"{float(expected[0] / expected.sum()):.1%} background, {float(expected[255] / expected.sum()):.1%} border (255)")  # fmt: skip
-    print(f"load average (1 min) before: {load_before[0]:.2f}, after: {load_after[0]:.2f}  (other work on the machine lowers every ratio)")
-    print(table(rows, ["method", "best time", "wall per image", "CPU per image", "cores used", "vs baseline", "target", ""]))
+    print(
+        f"load average (1 min) before: {load_before[0]:.2f}, after: {load_after[0]:.2f}  (other work on the machine lowers every ratio)"
+    )
+    print(
+        table(
+            rows, ["method", "best time", "wall per image", "CPU per image", "cores used", "vs baseline", "target", ""]
+        )
+    )
     decode_scaling = best["decode 1 thread"][0] / best["decode 2 threads"][0]
-    print(f"decoding alone runs {decode_scaling:.2f}x faster on 2 threads than on 1 (2.0x if both cores were free to this process)")
+    print(
+        f"decoding alone runs {decode_scaling:.2f}x faster on 2 threads than on 1 (2.0x if both cores were free to this process)"
+    )
     one = best["count_labels 1 thread"][0] / n
     released = parts["load (mostly decompression, GIL released)"] + parts["histogram (C; GIL released)"]
     print("one image on one thread, count_labels: " + ", ".join(f"{k} {v * 1e6:.0f} us" for k, v in parts.items())

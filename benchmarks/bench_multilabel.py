@@ -39,14 +39,19 @@ def main() -> None:
             expected = torch.from_numpy(hot.sum(axis=0))
             counts = classweights.count_multilabel(targets, args.classes, num_threads=args.threads)
             assert torch.equal(counts.positives, expected) and counts.num_samples == args.samples
-            ours = best_of(lambda t=targets: classweights.count_multilabel(t, args.classes, num_threads=args.threads), repeats=args.repeats)
+            ours = best_of(
+                lambda t=targets: classweights.count_multilabel(t, args.classes, num_threads=args.threads),
+                repeats=args.repeats,
+            )
             baseline = best_of(lambda t=targets: t.sum(0), repeats=args.repeats)
             ratio = ours / baseline
             rows.append([f"{kind} {name}", f"{array.nbytes / 2**20:.0f} MiB", f"{ours * 1e3:.1f} ms", f"{array.nbytes / ours / 1e9:.2f}",
                          f"{baseline * 1e3:.1f} ms", f"{ratio:.2f}x", f"<= {TARGET}x", verdict(ratio, TARGET, higher_is_better=False)])  # fmt: skip
     print(machine())
     threads = "default" if args.threads is None else args.threads
-    print(f"targets: {args.samples:,} x {args.classes} multi-hot, {float(hot.mean()):.1%} ones; best of {args.repeats}; num_threads={threads}")
+    print(
+        f"targets: {args.samples:,} x {args.classes} multi-hot, {float(hot.mean()):.1%} ones; best of {args.repeats}; num_threads={threads}"
+    )
     print(table(rows, ["targets", "size", "count_multilabel", "GB/s", "targets.sum(0)", "time ratio", "target", ""]))
 
 

@@ -89,7 +89,11 @@ def main() -> None:
             ours = best_of(lambda key=key: classweights.count_labels(path, 10, key=key), repeats=5)
             whole = best_of(lambda key=key: whole_column(path, key), repeats=5)
             decode = best_of(lambda key=key: decode_only(path, key), repeats=5)
-            peaks = {(how, file): peak_arrow_bytes(how, file, key) / 2**20 for how in ("count_labels", "whole") for file in (path, longer)}
+            peaks = {
+                (how, file): peak_arrow_bytes(how, file, key) / 2**20
+                for how in ("count_labels", "whole")
+                for file in (path, longer)
+            }
             growth = peaks["count_labels", longer] / peaks["count_labels", path]
             name = f"Parquet, {'fixed-size lists' if key == 'mask' else 'lists'}"
             rows += [
@@ -101,7 +105,9 @@ def main() -> None:
                  verdict(growth, 1.1, higher_is_better=False)],
             ]  # fmt: skip
 
-        stored = zarr.create_array(store=str(Path(folder) / "grids.zarr"), shape=labels.shape, chunks=(4096, 16, 16), dtype="uint8")
+        stored = zarr.create_array(
+            store=str(Path(folder) / "grids.zarr"), shape=labels.shape, chunks=(4096, 16, 16), dtype="uint8"
+        )
         stored[:] = labels
         assert classweights.count_labels(stored, 10).tolist() == expected.tolist()
         ours = best_of(lambda: classweights.count_labels(stored, 10), repeats=5)

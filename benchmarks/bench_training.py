@@ -71,7 +71,9 @@ def one_hot_scatter(grids: torch.Tensor, num_colors: int) -> torch.Tensor:
     return out.scatter_(1, grids.long().unsqueeze(1), 1.0)
 
 
-def variant_forward(model: BetaVAE, *, one_hot: Callable[[torch.Tensor, int], torch.Tensor], channels_last: bool) -> Forward:
+def variant_forward(
+    model: BetaVAE, *, one_hot: Callable[[torch.Tensor, int], torch.Tensor], channels_last: bool
+) -> Forward:
     """BetaVAE.forward in training mode, with the one-hot encoding and memory format swapped."""
 
     def forward(grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,12 +104,18 @@ class BareLoop:
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         loss_fn = FocalLoss(alpha=alpha, gamma=config.focal_gamma)
-        optimizer = make_optimizer(model.parameters(), config.lr) if adam is None else torch.optim.Adam(model.parameters(), lr=config.lr, **adam)
+        optimizer = (
+            make_optimizer(model.parameters(), config.lr)
+            if adam is None
+            else torch.optim.Adam(model.parameters(), lr=config.lr, **adam)
+        )
         total = WARMUP_STEPS + ROUNDS * max(BARE_STEPS, VARIANT_STEPS)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=config.min_lr)
         forward: Forward = model
         if channels_last or scatter:
-            forward = variant_forward(model, one_hot=one_hot_scatter if scatter else one_hot_permute, channels_last=channels_last)
+            forward = variant_forward(
+                model, one_hot=one_hot_scatter if scatter else one_hot_permute, channels_last=channels_last
+            )
             _check_same(model, forward, batch)
         if compile:
             forward = torch.compile(model)
@@ -170,18 +178,24 @@ def run_trainer(data: Path, runs: Path, epochs: int, *, terminal: bool) -> tuple
     out = Path(tempfile.mkdtemp(prefix=f"e{epochs}-", dir=runs)) / "run"
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=120) if terminal else Console(file=buffer)
-    config = TrainConfig(data=str(data), out=str(out), overfit_batch=True, target_accuracy=1.0, epochs=epochs, device="cpu")
+    config = TrainConfig(
+        data=str(data), out=str(out), overfit_batch=True, target_accuracy=1.0, epochs=epochs, device="cpu"
+    )
     start = time.perf_counter()
     result = train(config, Reporter(console))
     seconds = time.perf_counter() - start
     expected = epochs * config.overfit_repeats
     if result.steps != expected:
-        raise SystemExit(f"the trainer ran {result.steps} steps, not {expected} (it stopped early?); the timing would not compare")
+        raise SystemExit(
+            f"the trainer ran {result.steps} steps, not {expected} (it stopped early?); the timing would not compare"
+        )
     shutil.rmtree(out.parent, ignore_errors=True)
     return seconds, result.steps, buffer.getvalue()
 
 
-def trainer_extras(loop: BareLoop, batch: torch.Tensor, config: TrainConfig, tmp: Path) -> tuple[list[list[str]], float]:
+def trainer_extras(
+    loop: BareLoop, batch: torch.Tensor, config: TrainConfig, tmp: Path
+) -> tuple[list[list[str]], float]:
     """Time what the overfit loop does besides the bare step, amortised per step.
 
     Returns table rows and the extra ms per step (indented rows are for comparison only).
@@ -231,7 +245,9 @@ def set_malloc_no_trim() -> bool:
     """glibc only: keep freed memory (no trim, mmap only above 32 MB), so big tensors stop page-faulting."""
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-1, 1 << 30)) and bool(libc.mallopt(-3, 32 << 20))  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+        return bool(libc.mallopt(-1, 1 << 30)) and bool(
+            libc.mallopt(-3, 32 << 20)
+        )  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         return False
 
@@ -246,12 +262,16 @@ def main() -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp / "inductor")  # a cold torch.compile, timed
         (tmp / "runs").mkdir()
         grids = arc_like_labels(22_000)
-        data = save_corpus({"train": grids[:20_000], "val": grids[20_000:21_000], "test": grids[21_000:]}, tmp / "c.npz")
+        data = save_corpus(
+            {"train": grids[:20_000], "val": grids[20_000:21_000], "test": grids[21_000:]}, tmp / "c.npz"
+        )
 
         config = TrainConfig(data=str(data), overfit_batch=True)
         train_split = load_split(data, "train")
         spec = WeightSpec(config.num_colors, config.weights_method, config.weights_smooth)
-        weights = resolve_class_weights(train_split, spec, key="train", cache=WeightCache(None, read=False), source=str(data))
+        weights = resolve_class_weights(
+            train_split, spec, key="train", cache=WeightCache(None, read=False), source=str(data)
+        )
         alpha = weights.weights
         batch = torch.from_numpy(train_split[: config.overfit_samples].astype(np.int64))
 
@@ -263,11 +283,11 @@ def main() -> None:
         rendered = ""
         for _ in range(ROUNDS):
             bare_rates.append(BARE_STEPS / bare.time(BARE_STEPS))
-            for kind in trainer_rates:
+            for kind, kind_rates in trainer_rates.items():
                 t1, s1, _out = run_trainer(data, tmp / "runs", EPOCHS[0], terminal=kind == "terminal")
                 t2, s2, out = run_trainer(data, tmp / "runs", EPOCHS[1], terminal=kind == "terminal")
                 rate = (s2 - s1) / (t2 - t1)
-                trainer_rates[kind].append(rate)
+                kind_rates.append(rate)
                 walls[kind].append((t1, t2))
                 if kind == "terminal":
                     rendered = out
@@ -292,7 +312,9 @@ def main() -> None:
         print(f"bare: {BARE_STEPS} steps after {WARMUP_STEPS} warm-up; trainer: {EPOCHS[0]} and {EPOCHS[1]} epochs of "
               f"{config.overfit_repeats} steps, evaluation every {config.log_every_n_steps}; best of {ROUNDS}")  # fmt: skip
         print(table(rows, ["loop", "steps/s", "ms/step", "all runs", "vs bare", "target", ""]))
-        medians = {kind: statistics.median(rates) / statistics.median(bare_rates) for kind, rates in trainer_rates.items()}
+        medians = {
+            kind: statistics.median(rates) / statistics.median(bare_rates) for kind, rates in trainer_rates.items()
+        }
         print(f"ratio trainer/bare (the slower console): {worst / bare_best:.2f}x, target >= {TARGET}x: {verdict(worst / bare_best, TARGET)} "
               f"(ratio of medians: plain {medians['plain']:.2f}x, terminal {medians['terminal']:.2f}x)")  # fmt: skip
         best_walls = {kind: walls[kind][rates.index(max(rates))] for kind, rates in trainer_rates.items()}
@@ -307,7 +329,9 @@ def main() -> None:
         bare_ms = 1e3 / bare_best
         print(f"trainer extras beyond the bare step (ms; bare step {bare_ms:.2f} ms; best of 5-7 calls each)")
         print(table(rows, ["extra", "in", "how often", "ms/call", "ms/step"]))
-        print(f"sum {extra:.2f} ms/step = {extra / bare_ms:.0%} of the bare step -> predicted trainer/bare {bare_ms / (bare_ms + extra):.2f}x")
+        print(
+            f"sum {extra:.2f} ms/step = {extra / bare_ms:.0%} of the bare step -> predicted trainer/bare {bare_ms / (bare_ms + extra):.2f}x"
+        )
 
         # -- second table: candidate speed-ups of the bare step
         print()
@@ -329,15 +353,15 @@ def main() -> None:
         for name, options in candidates.items():
             try:
                 variants[name] = BareLoop(batch, alpha, config, **options)  # type: ignore[arg-type]
-            except Exception as exc:  # a speed-up that fails is reported, not fatal
+            except Exception as exc:  # noqa: BLE001  (a speed-up that fails is reported, not fatal)
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 variants[name] = f"failed: {type(exc).__name__}: {first[:80]}"
         before: list[float] = []
         after: dict[str, list[float]] = {name: [] for name, v in variants.items() if isinstance(v, BareLoop)}
         for _ in range(ROUNDS):
             before.append(VARIANT_STEPS / baseline.time(VARIANT_STEPS))
-            for name in after:
-                after[name].append(VARIANT_STEPS / variants[name].time(VARIANT_STEPS))  # type: ignore[union-attr]
+            for name, rates in after.items():
+                rates.append(VARIANT_STEPS / variants[name].time(VARIANT_STEPS))  # type: ignore[union-attr]
         base = max(before)
         rows = []
         for name, loop in variants.items():

@@ -31,7 +31,9 @@ REAL_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "
 # ------------------------------------------------------- session isolation ----
 
 _REAL_HOME = Path(os.path.expanduser("~"))
-_REAL_CACHE = Path(os.environ["XDG_CACHE_HOME"]) if os.path.isabs(os.environ.get("XDG_CACHE_HOME", "")) else _REAL_HOME / ".cache"
+_REAL_CACHE = (
+    Path(os.environ["XDG_CACHE_HOME"]) if os.path.isabs(os.environ.get("XDG_CACHE_HOME", "")) else _REAL_HOME / ".cache"
+)
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="classweights-tests-home-"))
 ISOLATED_ENV = {
     "HOME": str(_SESSION_HOME),

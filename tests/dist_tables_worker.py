@@ -22,7 +22,10 @@ def cases(folder: Path) -> dict:
     found = {
         "parquet scalar": (folder / "scalar.parquet", {"key": "label", "presence": True, "fingerprint": True}),
         "parquet list": (folder / "lists.parquet", {"presence": True, "fingerprint": True}),
-        "table list": (pq.read_table(folder / "lists.parquet"), {"presence": True, "fingerprint": True, "chunk_size": 1000}),
+        "table list": (
+            pq.read_table(folder / "lists.parquet"),
+            {"presence": True, "fingerprint": True, "chunk_size": 1000},
+        ),
     }
     if (folder / "masks.zarr").exists():
         import zarr

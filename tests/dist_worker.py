@@ -32,13 +32,19 @@ def cases(folder: Path) -> dict:
         "npz member": (folder / "grids.npz", {"key": "val"}),
         "npz compressed": (folder / "packed.npz", {}),
         "map-style dataset": (list(grids), {}),
-        "TensorDataset": (TensorDataset(torch.zeros(len(masks), 1), torch.from_numpy(masks)), {"key": 1, "ignore_index": 255}),
+        "TensorDataset": (
+            TensorDataset(torch.zeros(len(masks), 1), torch.from_numpy(masks)),
+            {"key": 1, "ignore_index": 255},
+        ),
         "ignore_index": (masks, {"ignore_index": 255, "presence": True}),
         "DataLoader + DistributedSampler": (
-            DataLoader(TensorDataset(torch.from_numpy(grids[:300])), batch_size=16,
-                       sampler=DistributedSampler(TensorDataset(torch.from_numpy(grids[:300])), shuffle=False)),
+            DataLoader(
+                TensorDataset(torch.from_numpy(grids[:300])),
+                batch_size=16,
+                sampler=DistributedSampler(TensorDataset(torch.from_numpy(grids[:300])), shuffle=False),
+            ),
             {},
-        ),  # fmt: skip
+        ),
         "fingerprint": (grids, {"fingerprint": True}),
         "fingerprint, sha256": (grids, {"fingerprint": "sha256"}),  # an earlier version's, to check its records
         "bad label on rank 1 only": (np.concatenate([grids[:150], np.full((150, 16, 16), 12, np.uint8)]), {}),
@@ -59,8 +65,13 @@ def main() -> None:
         except ClassWeightError as exc:
             out[name] = {"error": str(exc)}
     classweights._fingerprint.HASH_BLOCK_BYTES = 4096  # 16 grids per hash block: shards of many whole blocks
-    for name, source in (("fingerprint, 4 KiB blocks", np.load(folder / "grids.npy")), ("fingerprint, npy, 4 KiB blocks", folder / "grids.npy")):
-        out[name] = {"fingerprint": classweights.count_label_stats(source, 10, distributed=True, fingerprint=True).fingerprint}
+    for name, source in (
+        ("fingerprint, 4 KiB blocks", np.load(folder / "grids.npy")),
+        ("fingerprint, npy, 4 KiB blocks", folder / "grids.npy"),
+    ):
+        out[name] = {
+            "fingerprint": classweights.count_label_stats(source, 10, distributed=True, fingerprint=True).fingerprint
+        }
     out["weights"] = classweights.compute_class_weights(folder / "grids.npy", 10, distributed=True).tolist()
     (folder / f"rank{rank}.json").write_text(json.dumps(out))
     dist.destroy_process_group()

@@ -74,7 +74,18 @@ def test_weights_compute_options(tmp_path):
                  "--method", "balanced", "--smooth", "0", "--no-normalize", "--json")  # fmt: skip
     record = json.loads(result.stdout)
     assert record["counts"] == [3, 1, 2] and record["weights"] == pytest.approx([6 / 9, 2.0, 1.0])
-    median = run("weights", "compute", tmp_path / "l.npy", "--num-classes", "3", "--ignore-index", "255", "--method", "median_frequency", "--json")
+    median = run(
+        "weights",
+        "compute",
+        tmp_path / "l.npy",
+        "--num-classes",
+        "3",
+        "--ignore-index",
+        "255",
+        "--method",
+        "median_frequency",
+        "--json",
+    )
     assert median.exit_code == 0 and len(json.loads(median.stdout)["weights"]) == 3
 
 
@@ -90,13 +101,37 @@ def _corrupt(tmp_path):
     ("make", "extra", "fragments"),
     [
         (lambda p: p / "missing.npz", [], ["missing.npz", "does not exist"]),
-        (lambda p: (np.savez(p / "k.npz", val=np.zeros((2, 16, 16), np.uint8)), p / "k.npz")[1], ["--key", "train"], ["key 'train' not found", "available keys: val"]),
-        (lambda p: (np.savez(p / "r.npz", train=np.full((2, 16, 16), 12, np.uint8)), p / "r.npz")[1], [], ["label 12 at flat index 0 is out of range for num_classes=10", "r.npz"]),
+        (
+            lambda p: (np.savez(p / "k.npz", val=np.zeros((2, 16, 16), np.uint8)), p / "k.npz")[1],
+            ["--key", "train"],
+            ["key 'train' not found", "available keys: val"],
+        ),
+        (
+            lambda p: (np.savez(p / "r.npz", train=np.full((2, 16, 16), 12, np.uint8)), p / "r.npz")[1],
+            [],
+            ["label 12 at flat index 0 is out of range for num_classes=10", "r.npz"],
+        ),
         (_corrupt, [], ["corrupt.npz"]),
-        (lambda p: (np.save(p / "f.npy", np.array([0.5, 1.0])), p / "f.npy")[1], [], ["label 0.5 at flat index 0 is not a class index"]),
-        (lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1], ["--method", "nope"], ["Expected `method` to be one of"]),
-        (lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1], ["--smooth", "-1"], ["Expected `smooth` to be a finite number >= 0, but got -1.0"]),
-        (lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1], ["--out", "/nonexistent-dir/w.json"], ["the folder of --out '/nonexistent-dir/w.json'", "does not exist"]),
+        (
+            lambda p: (np.save(p / "f.npy", np.array([0.5, 1.0])), p / "f.npy")[1],
+            [],
+            ["label 0.5 at flat index 0 is not a class index"],
+        ),
+        (
+            lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1],
+            ["--method", "nope"],
+            ["Expected `method` to be one of"],
+        ),
+        (
+            lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1],
+            ["--smooth", "-1"],
+            ["Expected `smooth` to be a finite number >= 0, but got -1.0"],
+        ),
+        (
+            lambda p: (np.save(p / "ok.npy", np.array([0, 1])), p / "ok.npy")[1],
+            ["--out", "/nonexistent-dir/w.json"],
+            ["the folder of --out '/nonexistent-dir/w.json'", "does not exist"],
+        ),
     ],
 )
 def test_weights_compute_errors(tmp_path, make, extra, fragments):
@@ -105,7 +140,9 @@ def test_weights_compute_errors(tmp_path, make, extra, fragments):
 
 def test_weights_show_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
-    assert_one_line_error(run("weights", "show", tmp_path / "bad.json"), "bad.json", "is not a valid class-weights file")
+    assert_one_line_error(
+        run("weights", "show", tmp_path / "bad.json"), "bad.json", "is not a valid class-weights file"
+    )
     assert_one_line_error(run("weights", "show", tmp_path / "none.json"), "does not exist")
 
 
@@ -138,7 +175,9 @@ def test_data_arc(tmp_path):
 
 
 def test_data_errors(tmp_path):
-    assert_one_line_error(run("data", "generate", "--out", tmp_path / "nodir" / "c.npz", "--num-images", "10"), "does not exist")
+    assert_one_line_error(
+        run("data", "generate", "--out", tmp_path / "nodir" / "c.npz", "--num-images", "10"), "does not exist"
+    )
     assert_one_line_error(run("data", "generate", "--out", tmp_path / "c.txt", "--num-images", "10"), "end in .npz")
     assert not list(tmp_path.iterdir())
 
@@ -164,7 +203,9 @@ def test_train_rejects_bad_data_in_one_line(tmp_path, arrays, fragments):
 def test_train_other_errors(tmp_path, tiny_corpus):
     assert_one_line_error(run("train", "--data", tmp_path / "none.npz"), "none.npz", "does not exist")
     assert_one_line_error(run("train", "--resume", tmp_path / "norun"), "no checkpoint at")
-    assert_one_line_error(run("train", "--data", tiny_corpus, "--weights-method", "nope"), "Expected `method` to be one of")
+    assert_one_line_error(
+        run("train", "--data", tiny_corpus, "--weights-method", "nope"), "Expected `method` to be one of"
+    )
     assert run("train", "--data", tiny_corpus, "--target-accuracy", "1.5").exit_code == 2
     assert run("train", "--data", tiny_corpus, "--epochs", "0").exit_code == 2
     (tmp_path / "zip.npz").write_bytes(b"PK\x03\x04" + b"\x00" * 40)
@@ -172,7 +213,16 @@ def test_train_other_errors(tmp_path, tiny_corpus):
 
 
 def test_train_overfit_quick_test_end_to_end(tiny_corpus, tmp_path):
-    result = run("train", "--overfit-batch", "--quick-test", "--data", tiny_corpus, "--out", tmp_path / "run", "--use-cached-weights")
+    result = run(
+        "train",
+        "--overfit-batch",
+        "--quick-test",
+        "--data",
+        tiny_corpus,
+        "--out",
+        tmp_path / "run",
+        "--use-cached-weights",
+    )
     assert result.exit_code == 0, result.output
     for line in ("[DATA] Train: 320 samples (32 unique × 10 repeats), 10 batches", "[OVERFIT MODE] Single batch statistics:",
                  "Class Weight Analysis", "[MODEL] Created: 801,034 parameters", "Epoch 1/3 [Train]", "Per-class accuracy: ["):  # fmt: skip
@@ -186,7 +236,9 @@ def test_written_npz_is_a_zip_with_three_members(tiny_corpus):
 
 
 def test_resume_refuses_other_options_but_accepts_device(tiny_corpus, tmp_path):
-    assert run("train", "--overfit-batch", "--quick-test", "--data", tiny_corpus, "--out", tmp_path / "run").exit_code == 0
+    assert (
+        run("train", "--overfit-batch", "--quick-test", "--data", tiny_corpus, "--out", tmp_path / "run").exit_code == 0
+    )
     refused = run("train", "--resume", tmp_path / "run", "--epochs", "5", "--lr", "0.1")
     assert refused.exit_code == 2 and "cannot be changed: --epochs, --lr" in refused.stderr
     result = run("train", "--resume", tmp_path / "run", "--device", "cpu")

@@ -27,7 +27,11 @@ def reference_counts(labels: np.ndarray, num_classes: int, ignore_index: int | N
 
 def reference_image_pixels(labels: np.ndarray, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """Per image, by a plain loop: total kept labels of the images containing each class."""
-    rows = np.asarray(labels).astype(np.int64).reshape(len(labels), -1) if np.ndim(labels) > 1 else np.asarray(labels).reshape(-1, 1)
+    rows = (
+        np.asarray(labels).astype(np.int64).reshape(len(labels), -1)
+        if np.ndim(labels) > 1
+        else np.asarray(labels).reshape(-1, 1)
+    )
     out = np.zeros(num_classes, dtype=np.int64)
     for row in rows:
         kept = row if ignore_index is None else row[row != ignore_index]
@@ -102,7 +106,9 @@ def test_counts_equal_bincount_for_every_source(case, tmp_path_factory):
 @given(case=label_arrays(), threads=st.integers(1, 4))
 def test_presence_statistic_matches_a_per_image_loop(case, threads):
     labels, num_classes, ignore_index, chunk_size = case
-    stats = count_label_stats(labels, num_classes, ignore_index=ignore_index, chunk_size=chunk_size, num_threads=threads, presence=True)
+    stats = count_label_stats(
+        labels, num_classes, ignore_index=ignore_index, chunk_size=chunk_size, num_threads=threads, presence=True
+    )
     np.testing.assert_array_equal(stats.counts.numpy(), reference_counts(labels, num_classes, ignore_index))
     np.testing.assert_array_equal(stats.image_pixels.numpy(), reference_image_pixels(labels, num_classes, ignore_index))
     assert stats.num_images == (len(labels) if labels.ndim else 1)
@@ -112,7 +118,9 @@ def test_presence_statistic_matches_a_per_image_loop(case, threads):
 @given(st.lists(st.integers(0, 4), min_size=1, max_size=50), st.integers(1, 4))
 def test_thread_count_does_not_change_the_result(values, threads):
     labels = np.array(values, dtype=np.int32)
-    assert count_labels(labels, 5, chunk_size=3, num_threads=threads).tolist() == np.bincount(labels, minlength=5).tolist()
+    assert (
+        count_labels(labels, 5, chunk_size=3, num_threads=threads).tolist() == np.bincount(labels, minlength=5).tolist()
+    )
 
 
 def test_plain_python_list_and_scalar_tensor():
@@ -300,7 +308,9 @@ def test_integer_key_picks_the_labels_of_tuple_items_and_collated_batches():
     expected = np.bincount(masks.reshape(-1).numpy(), minlength=3).tolist()
     assert count_labels([dataset[i] for i in range(6)], 3, key=1).tolist() == expected
     assert count_labels(DataLoader(dataset, batch_size=4), 3, key=1).tolist() == expected
-    with pytest.raises(ClassWeightError, match="Expected key= to index dataset item 0, a sequence of 2 elements, but got 2"):
+    with pytest.raises(
+        ClassWeightError, match="Expected key= to index dataset item 0, a sequence of 2 elements, but got 2"
+    ):
         count_labels([dataset[i] for i in range(6)], 3, key=2)
 
 
@@ -342,7 +352,10 @@ def test_non_native_byte_order_files(tmp_path, dtype):
     np.save(tmp_path / "b.npy", labels)
     np.savez_compressed(tmp_path / "b.npz", train=labels)
     for path in (tmp_path / "b.npy", tmp_path / "b.npz"):
-        assert count_labels(path, 7, chunk_size=8).tolist() == np.bincount(labels.reshape(-1).astype(np.int64), minlength=7).tolist()
+        assert (
+            count_labels(path, 7, chunk_size=8).tolist()
+            == np.bincount(labels.reshape(-1).astype(np.int64), minlength=7).tolist()
+        )
 
 
 def test_truncated_npy_file(tmp_path):
@@ -374,7 +387,11 @@ def _count_in_child(grids):
     return count_labels(grids, 10, num_threads=2, chunk_size=4096).tolist()
 
 
-@given(values=hnp.arrays(np.uint8, st.integers(1, 400), elements=st.integers(0, 63)), block=st.integers(1, 7), start=st.integers(0, 9))
+@given(
+    values=hnp.arrays(np.uint8, st.integers(1, 400), elements=st.integers(0, 63)),
+    block=st.integers(1, 7),
+    start=st.integers(0, 9),
+)
 def test_tagged_pairs_over_many_small_blocks(values, block, start):
     from unittest import mock
 

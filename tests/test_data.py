@@ -428,7 +428,12 @@ def test_missing_key_lists_available(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("shape", "text"),
-    [((5, 8, 8), "[5, 8, 8]"), ((16, 16), "[16, 16]"), ((2, 16, 16, 1), "[2, 16, 16, 1]"), ((3, 16, 15), "[3, 16, 15]")],
+    [
+        ((5, 8, 8), "[5, 8, 8]"),
+        ((16, 16), "[16, 16]"),
+        ((2, 16, 16, 1), "[2, 16, 16, 1]"),
+        ((3, 16, 15), "[3, 16, 15]"),
+    ],
 )
 def test_wrong_shape(tmp_path: Path, shape: tuple[int, ...], text: str) -> None:
     path = _write_npz(tmp_path / "x.npz", train=np.zeros(shape, dtype=np.uint8))
@@ -520,7 +525,9 @@ def test_cache_dir_falls_back_to_home(tmp_path: Path, monkeypatch: pytest.Monkey
     else:
         monkeypatch.setenv("XDG_CACHE_HOME", value)
     assert default_cache_dir() == tmp_path / ".cache" / "arcvae"
-    assert os.fspath(default_corpus_path(10, 1)).endswith(os.path.join(".cache", "arcvae", "synthetic-n10-seed1-v1.npz"))
+    assert os.fspath(default_corpus_path(10, 1)).endswith(
+        os.path.join(".cache", "arcvae", "synthetic-n10-seed1-v1.npz")
+    )
 
 
 def _place_objects_reference(canvas, rows, templates, rng):

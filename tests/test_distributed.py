@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -21,15 +22,23 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 
-def torchrun(*args: str, nproc: int = 2, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def torchrun(
+    *args: str, nproc: int = 2, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """``torchrun --standalone`` (rendezvous on localhost, a free port), two CPU processes."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def test_distributed_without_a_process_group_is_a_clear_error():
-    with pytest.raises(ClassWeightError, match="Expected an initialised torch.distributed process group for distributed=True"):
+    with pytest.raises(
+        ClassWeightError, match="Expected an initialised torch.distributed process group for distributed=True"
+    ):
         classweights.count_labels(np.zeros((2, 2), np.uint8), 2, distributed=True)
 
 
@@ -80,7 +89,11 @@ def test_sharded_counts_equal_single_process_counts_for_every_source(two_rank_co
             assert {k: got[k] for k in ("counts", "num_images", "num_labels", "image_pixels")} == {
                 k: want[k] for k in ("counts", "num_images", "num_labels", "image_pixels")
             }, name
-    assert ranks[0]["weights"] == ranks[1]["weights"] == pytest.approx(classweights.compute_class_weights(grids, 10).tolist())
+    assert (
+        ranks[0]["weights"]
+        == ranks[1]["weights"]
+        == pytest.approx(classweights.compute_class_weights(grids, 10).tolist())
+    )
 
 
 @pytest.mark.slow
@@ -90,7 +103,9 @@ def test_sharded_fingerprint_equals_the_single_process_one(two_rank_counts, monk
     assert a == b == single(grids, fingerprint=True)["fingerprint"]  # whatever the number of processes
     legacy = [rank["fingerprint, sha256"]["fingerprint"] for rank in ranks]
     assert legacy[0] == legacy[1] == single(grids, fingerprint="sha256")["fingerprint"] != a
-    monkeypatch.setattr(classweights._fingerprint, "HASH_BLOCK_BYTES", 4096)  # as the ranks did: 19 blocks, split 9 + 10
+    monkeypatch.setattr(
+        classweights._fingerprint, "HASH_BLOCK_BYTES", 4096
+    )  # as the ranks did: 19 blocks, split 9 + 10
     small = single(grids, fingerprint=True)["fingerprint"]
     for name in ("fingerprint, 4 KiB blocks", "fingerprint, npy, 4 KiB blocks"):
         assert ranks[0][name]["fingerprint"] == ranks[1][name]["fingerprint"] == small, name
@@ -105,13 +120,18 @@ def test_an_error_on_one_rank_is_raised_on_every_rank(two_rank_counts):
     assert errors[0].startswith("counting failed on rank 1: ") and "label 12" in errors[0]
 
 
-@given(n=st.integers(0, 500), world=st.integers(1, 9), row_bytes=st.integers(1, 300), block=st.sampled_from([None, 1, 64, 4096]))
+@given(
+    n=st.integers(0, 500),
+    world=st.integers(1, 9),
+    row_bytes=st.integers(1, 300),
+    block=st.sampled_from([None, 1, 64, 4096]),
+)
 def test_shards_partition_the_samples_contiguously(n, world, row_bytes, block):
     from classweights._stream import Shard, _shard_rows
 
     bounds = [_shard_rows(n, Shard(r, world, block), row_bytes) for r in range(world)]
     assert bounds[0][0] == 0 and bounds[-1][1] == n
-    assert all(a[1] == b[0] and a[0] <= a[1] for a, b in zip(bounds, bounds[1:]))
+    assert all(a[1] == b[0] and a[0] <= a[1] for a, b in itertools.pairwise(bounds))
     if block is not None:  # every boundary but the end falls on a whole hash block
         rows = max(1, block // row_bytes)
         assert all(lo % rows == 0 for lo, _ in bounds)
@@ -153,14 +173,30 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_torchrun_overfit_quick_test_prints_once_and_writes_one_run(tiny_data, tmp_path):
-    result = torchrun("-m", "arcvae", "train", "--overfit-batch", "--quick-test", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--device", "cpu")
+    result = torchrun(
+        "-m",
+        "arcvae",
+        "train",
+        "--overfit-batch",
+        "--quick-test",
+        "--data",
+        str(tiny_data),
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     for line in ("[MODEL] Created: 801,034 parameters", "[DDP] 2 processes (gloo)", "Counted 1600 samples in 2 shards",
                  "[DDP] Class weights and final model parameters are identical on all 2 processes", "[RUN] Pictures: "):  # fmt: skip
         assert out.count(line) == 1, (line, out)
     assert "error" not in result.stderr.lower() and "Traceback" not in result.stderr
-    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"type": "step"' in line]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if '"type": "step"' in line
+    ]
     assert steps == sorted(set(steps)) and steps  # one writer: each step logged once
     assert json.loads((tmp_path / "run" / "result.json").read_text())["steps"] == 30
 
@@ -168,18 +204,27 @@ def test_torchrun_overfit_quick_test_prints_once_and_writes_one_run(tiny_data, t
 @pytest.mark.slow
 def test_ddp_ranks_end_identical_and_resume_step_for_step(tiny_data, tmp_path):
     # both modes in one launch: overfit mode splits one batch between the ranks, normal mode shards every batch
-    result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit,normal")
+    # and normal mode with weights counted on every batch: the ranks sum the counts of their shares of it
+    result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit,normal,per-batch")
     assert result.returncode == 0, result.stderr[-3000:]
     weights = classweights.compute_class_weights(np.load(tiny_data)["train"], 10)
-    for mode in ("overfit", "normal"):
+    for mode in ("overfit", "normal", "per-batch"):
         folder = tmp_path / mode
         for run in ("straight", "resumed"):
             a, b = (torch.load(folder / f"{run}-rank{r}.pt", weights_only=True) for r in range(2))
-            assert torch.equal(a["weights"], b["weights"])
             assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"]), (mode, run)
+            if mode == "per-batch":  # each rank counted its share of every batch, and the shares' sum weighed it
+                assert a["weights"] is None and b["weights"] is None
+                assert a["batches"] is not None and torch.equal(a["batches"], b["batches"]), run
+                assert len({tuple(w.tolist()) for w in a["batches"]}) > 1  # batches of other colour counts
+            else:
+                assert torch.equal(a["weights"], b["weights"]) and torch.allclose(a["weights"], weights)
         straight, resumed = ((folder / r / "metrics.jsonl").read_text().splitlines() for r in ("straight", "resumed"))
-        assert straight == resumed and len(straight) > 5, mode  # the resumed DDP run logs the same numbers, step for step
-        assert torch.allclose(a["weights"], weights)
+        assert straight == resumed and len(straight) > 5, (
+            mode
+        )  # the resumed DDP run logs the same numbers, step for step
+    per_batch, normal = ((tmp_path / m / "straight" / "metrics.jsonl").read_text() for m in ("per-batch", "normal"))
+    assert per_batch != normal  # the batches' own weights trained another model than the full split's
     for rank in range(2):  # the group is really gone once destroyed: no gloo thread is left to abort the exit
         threads = json.loads((tmp_path / f"threads-rank{rank}.json").read_text())
         assert threads is None or not [name for name in threads if "gloo" in name], threads
@@ -188,13 +233,19 @@ def test_ddp_ranks_end_identical_and_resume_step_for_step(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_torchrun_bad_data_is_one_error_line(tmp_path):
     np.savez(tmp_path / "bad.npz", train=np.full((40, 16, 16), 12, np.uint8), val=np.zeros((4, 16, 16), np.uint8))
-    result = torchrun("-m", "arcvae", "train", "--overfit-batch", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "run"))
+    result = torchrun(
+        "-m", "arcvae", "train", "--overfit-batch", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "run")
+    )
     assert result.returncode != 0
-    assert result.stderr.count("error: ") == 1 and "holds value 12" in result.stderr  # rank 0 reports; torchrun adds its summary
+    assert (
+        result.stderr.count("error: ") == 1 and "holds value 12" in result.stderr
+    )  # rank 0 reports; torchrun adds its summary
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA devices for NCCL")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA devices for NCCL"
+)
 def test_nccl_two_gpus_train_identically(tiny_data, tmp_path):
     result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit", "cuda")
     assert result.returncode == 0, result.stderr[-3000:]

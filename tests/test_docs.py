@@ -235,7 +235,9 @@ def parse_markdown(text: str, name: str = "<markdown>") -> list[Block]:
         if line.lstrip().startswith("<!--") and "docs-test" in line:
             match = _DIRECTIVE.match(line)
             if not match or match["name"] not in DIRECTIVES:
-                raise DocFormatError(f"{name}:{i + 1}: not a docs-test directive (expected one of {sorted(DIRECTIVES)}): {line.strip()}")
+                raise DocFormatError(
+                    f"{name}:{i + 1}: not a docs-test directive (expected one of {sorted(DIRECTIVES)}): {line.strip()}"
+                )
             pending.append((i + 1, match["name"], (match["arg"] or "").strip()))
             i += 1
             continue
@@ -257,16 +259,24 @@ def parse_markdown(text: str, name: str = "<markdown>") -> list[Block]:
             _apply_directives(block, pending, name)
             pending = []
             if block.language in RUNNABLE_LANGUAGES and block.file is None:
-                block.commands = _console_commands(body, i + 2, name) if block.language == "console" else _shell_commands(body, i + 2)
+                block.commands = (
+                    _console_commands(body, i + 2, name)
+                    if block.language == "console"
+                    else _shell_commands(body, i + 2)
+                )
             blocks.append(block)
             i = j + 1
             continue
         if pending and line.strip():
             first = pending[0][0]
-            raise DocFormatError(f"{name}:{first}: docs-test directive is not directly before a code block (text follows at line {i + 1})")
+            raise DocFormatError(
+                f"{name}:{first}: docs-test directive is not directly before a code block (text follows at line {i + 1})"
+            )
         i += 1
     if pending:
-        raise DocFormatError(f"{name}:{pending[0][0]}: docs-test directive at the end of the file, with no code block after it")
+        raise DocFormatError(
+            f"{name}:{pending[0][0]}: docs-test directive at the end of the file, with no code block after it"
+        )
     return blocks
 
 
@@ -287,15 +297,21 @@ def _apply_directives(block: Block, directives: list[tuple[int, str, str]], name
             block.needs_modules += arg.split()
         elif directive == "vary":
             if block.language != "console":
-                raise DocFormatError(f"{where}: docs-test vary applies to a console block, not to a {block.language or 'plain'} block")
+                raise DocFormatError(
+                    f"{where}: docs-test vary applies to a console block, not to a {block.language or 'plain'} block"
+                )
             try:
                 re.compile(arg)
             except re.error as exc:
-                raise DocFormatError(f"{where}: docs-test vary needs a regular expression, got {arg!r} ({exc})") from None
+                raise DocFormatError(
+                    f"{where}: docs-test vary needs a regular expression, got {arg!r} ({exc})"
+                ) from None
             block.vary.append(arg)
         elif directive == "runs-in":
             if block.language not in SHELL_LANGUAGES:
-                raise DocFormatError(f"{where}: docs-test runs-in applies to a bash or sh block, not to a {block.language or 'plain'} block")
+                raise DocFormatError(
+                    f"{where}: docs-test runs-in applies to a bash or sh block, not to a {block.language or 'plain'} block"
+                )
             block.runs_in = arg.split()
             block.skip = "every command runs, output checked, in " + ", ".join(block.runs_in)
         elif directive == "file":
@@ -336,7 +352,9 @@ def _console_commands(body: list[str], first_line: int, name: str) -> list[Comma
     while k < len(body):
         if not body[k].startswith("$ "):
             if body[k].strip():
-                raise DocFormatError(f"{name}:{first_line + k}: console block has text before its first '$ ' command: {body[k]!r}")
+                raise DocFormatError(
+                    f"{name}:{first_line + k}: console block has text before its first '$ ' command: {body[k]!r}"
+                )
             k += 1
             continue
         lines = [body[k][2:]] + body[k + 1 :]
@@ -461,7 +479,7 @@ class Session:
             except BaseException:
                 self.close()
                 raise
-            self._send(f"PATH={shlex.quote(str(bindir))}:\"$PATH\"")
+            self._send(f'PATH={shlex.quote(str(bindir))}:"$PATH"')
 
     def _send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -569,12 +587,16 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
                 continue
             missing = [module for module in block.needs_modules if importlib.util.find_spec(module) is None]
             if missing:
-                skipped.append(f"{name}:{block.line}: needs the optional package(s) {', '.join(missing)}, not installed")
+                skipped.append(
+                    f"{name}:{block.line}: needs the optional package(s) {', '.join(missing)}, not installed"
+                )
                 continue
             for line, setup in block.setup:
                 result = session.run(setup)
                 if result.returncode != 0 and not echo:
-                    raise Failure(f"{name}:{line}: setup failed with exit code {result.returncode}\n$ {setup}\n{result.output}")
+                    raise Failure(
+                        f"{name}:{line}: setup failed with exit code {result.returncode}\n$ {setup}\n{result.output}"
+                    )
             if block.file is not None:
                 target = sandbox / block.file
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -584,7 +606,10 @@ def run_document(path: Path, workdir: Path, *, echo: bool = False) -> tuple[list
                 result = session.run(command.text)
                 results.append(result)
                 if echo:
-                    print(f"$ {command.text}\n{result.output}", end="" if result.output.endswith("\n") or not result.output else "\n")
+                    print(
+                        f"$ {command.text}\n{result.output}",
+                        end="" if result.output.endswith("\n") or not result.output else "\n",
+                    )
                     print(f"[exit code {result.returncode}, {result.seconds:.1f} s]", file=sys.stderr, flush=True)
                     continue
                 problem = _check(name, command, result, block.varying)
@@ -691,11 +716,11 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
     """What a command prints, its exit code, folder and environment are the same warm (docs_warm.py) and cold."""
     commands = [
         "arcvae --version",
-        "mkdir -p sub && cd sub && arcvae weights compute ../missing.npz; echo \"exit $?\"; cd ..",
+        'mkdir -p sub && cd sub && arcvae weights compute ../missing.npz; echo "exit $?"; cd ..',
         "python -c \"import numpy as np; np.save('m.npy', np.array([[0, 1], [1, 2]], np.uint8))\"",
         "ARCVAE_X=1 COLUMNS=70 arcvae weights compute m.npy --num-classes 3 --method inverse --json | tail -1",
-        "arcvae weights compute m.npy --num-classes 3 --method nope 2>&1 | head -3; echo \"${PIPESTATUS[0]}\"",
-        "arcvae train --epochs 0 > out.txt 2>&1; echo \"exit $?\"; wc -l < out.txt",
+        'arcvae weights compute m.npy --num-classes 3 --method nope 2>&1 | head -3; echo "${PIPESTATUS[0]}"',
+        'arcvae train --epochs 0 > out.txt 2>&1; echo "exit $?"; wc -l < out.txt',
         "arcvae data generate --out g.npz --num-images 40 > /dev/null && arcvae data info g.npz",
     ]
     outputs, found = {}, {}
@@ -705,7 +730,9 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
             folder.mkdir(parents=True)
         session = Session(sandbox, harness, sandbox_env(sandbox), warm=warm)
         try:
-            outputs[warm] = [(r.output.replace(str(sandbox), "<sandbox>"), r.returncode) for r in map(session.run, commands)]
+            outputs[warm] = [
+                (r.output.replace(str(sandbox), "<sandbox>"), r.returncode) for r in map(session.run, commands)
+            ]
             found[warm] = session.run("command -v arcvae").output
         finally:
             session.close()
@@ -733,7 +760,9 @@ def test_varying_lines_match_by_position() -> None:
     assert output_matches(shown, "start\nEpoch 1 loss=0.29\nEpoch 2 loss=0.2\n\ndone (95.1%)", epochs)
     assert output_matches(shown, "start\nEpoch 1 loss=0.29\n\ndone (x)", epochs)  # any number of lines in the run
     assert not output_matches(shown, "start\n\ndone (x)", epochs)  # but at least one
-    assert not output_matches(shown, "start\nEpoch 1\nwarning: NaN\nEpoch 2\n\ndone (x)", epochs)  # other lines stay exact
+    assert not output_matches(
+        shown, "start\nEpoch 1\nwarning: NaN\nEpoch 2\n\ndone (x)", epochs
+    )  # other lines stay exact
     assert not output_matches(shown, "begin\nEpoch 1\n\ndone (x)", epochs)
     assert not output_matches(shown, "start\nEpoch 1 loss=0.29\n\ndone (95.1%)")  # without the directive: exact
     assert collapse_varying("a\n...\nEpoch 1\n...\nEpoch 2\n...\nb", epochs) == f"a\n...\n{_VARIES}\n...\nb"

@@ -23,7 +23,9 @@ from classweights import (
 strings = st.lists(st.text(alphabet="abcXYZ é-", max_size=4), min_size=1, max_size=50)
 negative_and_sparse = st.lists(st.sampled_from([-(2**40), -100, -1, 0, 3, 70, 2**40]), min_size=1, max_size=50)
 any_ints = st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=50)
-labels_of_any_kind = st.one_of(strings, negative_and_sparse, any_ints, st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=30))
+labels_of_any_kind = st.one_of(
+    strings, negative_and_sparse, any_ints, st.lists(st.floats(-5, 5, allow_nan=False), min_size=1, max_size=30)
+)
 
 
 def one_line_error(call, *fragments):
@@ -84,10 +86,14 @@ def test_mixed_types_need_classes():
 
 
 def test_labels_outside_classes_are_named_with_their_number():
-    message = one_line_error(lambda: encode_labels(["a", "x", "x", "y"], classes=["a", "b"]), "3 labels", "2 other values", "'x'", "'y'")
+    message = one_line_error(
+        lambda: encode_labels(["a", "x", "x", "y"], classes=["a", "b"]), "3 labels", "2 other values", "'x'", "'y'"
+    )
     assert "..." not in message
     y = list(range(20)) * 2
-    message = one_line_error(lambda: encode_labels(y, classes=[0]), "38 labels", "19 other values", "1, 2, 3, 4, 5, ...")
+    message = one_line_error(
+        lambda: encode_labels(y, classes=[0]), "38 labels", "19 other values", "1, 2, 3, 4, 5, ..."
+    )
     assert "6" not in message.split(":", 1)[1]
 
 
@@ -161,7 +167,9 @@ def test_other_methods_are_weights_from_counts_of_the_encoded_labels(method, par
 def test_balanced_with_options_goes_through_weights_from_counts():
     y = [3, 3, 3, 70]
     got = class_weight_dict(y, "balanced", clip=2)
-    assert got == dict(zip([3, 70], weights_from_counts([3, 1], "balanced", smooth=0, normalize=False, clip=2).tolist()))
+    assert got == dict(
+        zip([3, 70], weights_from_counts([3, 1], "balanced", smooth=0, normalize=False, clip=2).tolist())
+    )
     got = class_weight_dict(y, "balanced", normalize=True)
     assert sum(got.values()) == pytest.approx(2)
 

@@ -60,9 +60,15 @@ def test_the_fingerprint_is_blake3_of_the_block_digests(labels, block_bytes, chu
 
 def test_sha256_gives_the_fingerprints_earlier_versions_recorded(tmp_path):
     assert count_label_stats(GRIDS, 5, fingerprint="sha256").fingerprint == EARLIER["uint8"]
-    assert count_label_stats(torch.from_numpy(GRIDS.astype(np.int64)), 5, fingerprint="sha256").fingerprint == EARLIER["int64"]
+    assert (
+        count_label_stats(torch.from_numpy(GRIDS.astype(np.int64)), 5, fingerprint="sha256").fingerprint
+        == EARLIER["int64"]
+    )
     with unittest.mock.patch.object(classweights._fingerprint, "HASH_BLOCK_BYTES", 32):
-        assert count_label_stats(GRIDS, 5, fingerprint="sha256", chunk_size=48).fingerprint == EARLIER["uint8, 32-byte blocks"]
+        assert (
+            count_label_stats(GRIDS, 5, fingerprint="sha256", chunk_size=48).fingerprint
+            == EARLIER["uint8, 32-byte blocks"]
+        )
     for i in range(3):
         np.save(tmp_path / f"m{i}.npy", (np.arange(12 + i) % 3).astype(np.uint8))
     assert count_label_stats(tmp_path, 3, fingerprint="sha256").fingerprint == EARLIER["three .npy label images"]
@@ -97,7 +103,9 @@ def test_the_two_hashes_never_give_one_string():
     assert (fingerprint_algorithm(new), fingerprint_algorithm(old)) == ("blake3", "sha256")
 
 
-@pytest.mark.parametrize("value", ["", "blake3:", "ab" * 31, "AB" * 32, "blake3:" + "ab" * 31, "sha256:" + "ab" * 32, None, 7])
+@pytest.mark.parametrize(
+    "value", ["", "blake3:", "ab" * 31, "AB" * 32, "blake3:" + "ab" * 31, "sha256:" + "ab" * 32, None, 7]
+)
 def test_fingerprint_algorithm_refuses_what_is_no_fingerprint(value):
     with pytest.raises(ClassWeightError, match="Expected a label fingerprint") as caught:
         fingerprint_algorithm(value)

@@ -78,21 +78,49 @@ def count(path, num_classes: int = 10, **options):
 # ------------------------------------------------------------ .npy headers ----
 
 HEADERS = {
-    "billions of empty rows": ("{'descr': '|u1', 'fortran_order': False, 'shape': (4611686018427387904, 0), }", b"", "empty"),
-    "one row of 2**40 labels": ("{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1099511627776), }", b"\0" * 64, "truncated"),
-    "2**62 rows of 16": ("{'descr': '<i8', 'fortran_order': False, 'shape': (4611686018427387904, 16), }", b"\0" * 64, "truncated"),
+    "billions of empty rows": (
+        "{'descr': '|u1', 'fortran_order': False, 'shape': (4611686018427387904, 0), }",
+        b"",
+        "empty",
+    ),
+    "one row of 2**40 labels": (
+        "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1099511627776), }",
+        b"\0" * 64,
+        "truncated",
+    ),
+    "2**62 rows of 16": (
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (4611686018427387904, 16), }",
+        b"\0" * 64,
+        "truncated",
+    ),
     "negative shape": ("{'descr': '|u1', 'fortran_order': False, 'shape': (-4, 4), }", b"\0" * 16, "non-negative"),
     "shape not a tuple": ("{'descr': '|u1', 'fortran_order': False, 'shape': 'x', }", b"", "shape"),
     "V0 dtype": ("{'descr': '|V0', 'fortran_order': False, 'shape': (4,), }", b"", "dtype"),
     "object dtype": ("{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", b"\0" * 32, "object"),
-    "structured dtype": ("{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (4,), }", b"\0" * 16, "structured"),
+    "structured dtype": (
+        "{'descr': [('a', '<i4')], 'fortran_order': False, 'shape': (4,), }",
+        b"\0" * 16,
+        "structured",
+    ),
     "unknown dtype": ("{'descr': '<q9', 'fortran_order': False, 'shape': (4,), }", b"", "dtype"),
     "not a dict": ("[1, 2, 3]", b"", "keys"),
     "code in the header": ("__import__('os').system('false')", b"", "dictionary literal"),
     "deep nesting": ("(" * 5000 + ")" * 5000, b"", "dictionary literal"),
-    "longer payload than shape": ("{'descr': '|u1', 'fortran_order': False, 'shape': (4,), }", b"\0" * 8, "describes 4"),
-    "fortran order, truncated": ("{'descr': '|u1', 'fortran_order': True, 'shape': (1024, 1024), }", b"\0" * 64, "truncated"),
-    "fortran_order not a bool": ("{'descr': '|u1', 'fortran_order': 'yes', 'shape': (4,), }", b"\0" * 4, "fortran_order"),
+    "longer payload than shape": (
+        "{'descr': '|u1', 'fortran_order': False, 'shape': (4,), }",
+        b"\0" * 8,
+        "describes 4",
+    ),
+    "fortran order, truncated": (
+        "{'descr': '|u1', 'fortran_order': True, 'shape': (1024, 1024), }",
+        b"\0" * 64,
+        "truncated",
+    ),
+    "fortran_order not a bool": (
+        "{'descr': '|u1', 'fortran_order': 'yes', 'shape': (4,), }",
+        b"\0" * 4,
+        "fortran_order",
+    ),
 }
 
 
@@ -106,7 +134,11 @@ def test_npy_headers_are_checked_before_anything_is_allocated(tmp_path, name):
 
 def test_unsupported_npy_versions_and_bad_magic(tmp_path):
     good = npy_bytes(np.zeros(4, np.uint8))
-    for name, blob in {"version 9.0": good[:6] + b"\x09\x00" + good[8:], "no magic": b"PK" + good[2:], "empty": b""}.items():
+    for name, blob in {
+        "version 9.0": good[:6] + b"\x09\x00" + good[8:],
+        "no magic": b"PK" + good[2:],
+        "empty": b"",
+    }.items():
         path = tmp_path / f"{name}.npy"
         path.write_bytes(blob)
         one_line_error(bounded(lambda p=path: count(p)), repr(str(path)))
@@ -127,7 +159,11 @@ def test_format_2_and_3_headers_are_read(tmp_path):
 
 def test_zero_label_arrays_are_reported_empty_at_once():
     """Millions of rows of no labels are not stepped through: a source without labels is an error at once."""
-    for array in [np.zeros((10**7, 0), np.uint8), np.zeros((0, 16, 16), np.int64), torch.zeros(10**7, 0, dtype=torch.long)]:
+    for array in [
+        np.zeros((10**7, 0), np.uint8),
+        np.zeros((0, 16, 16), np.int64),
+        torch.zeros(10**7, 0, dtype=torch.long),
+    ]:
         one_line_error(bounded(lambda a=array: cw.count_label_stats(a, 4), seconds=0.5), "empty")
 
 
@@ -272,7 +308,11 @@ def test_missing_and_ambiguous_keys(tmp_path):
 
 # ------------------------------------------------------------ fuzzing the readers ----
 
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def mutate(blob: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
@@ -336,7 +376,9 @@ def test_fuzzed_weights_files_load_unchanged_or_raise(tmp_path, edits, cut, chec
     cw.save_class_weights([0.25, 1.5, 2.25], path, method="inverse", counts=[90, 5, 3])
     good = cw.load_class_weights(path, with_metadata=True)
     path.write_bytes(mutate(path.read_bytes(), edits, cut))
-    outcome = bounded(lambda: cw.load_class_weights(path, with_metadata=True, require_checksum=checksum), seconds=2, bytes_=8 * MiB)
+    outcome = bounded(
+        lambda: cw.load_class_weights(path, with_metadata=True, require_checksum=checksum), seconds=2, bytes_=8 * MiB
+    )
     if isinstance(outcome, tuple):
         weights, meta = outcome
         assert weights.dtype == torch.float32 and torch.isfinite(weights).all() and (weights >= 0).all()
@@ -348,7 +390,10 @@ def test_fuzzed_weights_files_load_unchanged_or_raise(tmp_path, edits, cut, chec
 
 HOSTILE_JSON = {
     "deep nesting": "[" * 100000 + "]" * 100000,
-    "deep nesting in metadata": '{"format_version": 1, "num_classes": 1, "weights": [1.0], "metadata": ' + "[" * 50000 + "]" * 50000 + "}",
+    "deep nesting in metadata": '{"format_version": 1, "num_classes": 1, "weights": [1.0], "metadata": '
+    + "[" * 50000
+    + "]" * 50000
+    + "}",
     "a 5000-digit integer": '{"format_version": 1, "num_classes": ' + "9" * 5000 + ', "weights": [1.0]}',
     "a huge num_classes": '{"format_version": 1, "num_classes": 1000000000000, "weights": [1.0]}',
     "NaN literal": '{"format_version": 1, "num_classes": 1, "weights": [NaN]}',
@@ -447,7 +492,9 @@ def test_tensors_without_plain_values_are_refused(tensor, fragment):
 def test_option_values_are_checked(options, fragment):
     options = {"num_classes": 3, **options}
     num_classes = options.pop("num_classes")
-    outcome = bounded(lambda: cw.count_label_stats(np.zeros(4, np.uint8), num_classes, **options), seconds=1, bytes_=MiB)
+    outcome = bounded(
+        lambda: cw.count_label_stats(np.zeros(4, np.uint8), num_classes, **options), seconds=1, bytes_=MiB
+    )
     one_line_error(outcome, fragment)
 
 
@@ -492,4 +539,3 @@ def test_validate_weights_refuses_values_float32_cannot_hold():
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX paths")
 def test_a_nul_byte_in_a_path_is_one_line(tmp_path):
     one_line_error(_raises(lambda: count(str(tmp_path / "a\0b.npy"))), "could not read")
-

@@ -90,7 +90,9 @@ def voc(tmp_path) -> Path:
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(12):
-        save_palette_png(folder / f"2007_{i:06d}.png", voc_like(rng, int(rng.integers(10, 40)), int(rng.integers(10, 40))))
+        save_palette_png(
+            folder / f"2007_{i:06d}.png", voc_like(rng, int(rng.integers(10, 40)), int(rng.integers(10, 40)))
+        )
     (folder / "README.txt").write_text("not an image")
     return folder
 
@@ -121,7 +123,10 @@ def test_folder_glob_and_str_give_the_same_result(voc):
     assert torch.equal(count_labels(f"{voc}/2007_*.png", 21, ignore_index=255), expected)
     first_five = reference(images_in(voc)[:5], 21, 255)[0]
     assert count_labels(f"{voc}/2007_00000[0-4].png", 21, ignore_index=255).tolist() == first_five
-    assert count_labels(f"{voc}/2007_00000?.png", 21, ignore_index=255).tolist() == reference(images_in(voc)[:10], 21, 255)[0]
+    assert (
+        count_labels(f"{voc}/2007_00000?.png", 21, ignore_index=255).tolist()
+        == reference(images_in(voc)[:10], 21, 255)[0]
+    )
 
 
 def test_the_palette_index_is_the_label_never_its_colour(tmp_path):
@@ -183,7 +188,12 @@ def test_integer_and_float_tiffs_go_through_the_checked_path(tmp_path):
 
 
 def test_npy_files_are_one_sample_each_whatever_their_shape(tmp_path):
-    arrays = [np.array([[0, 1], [1, 1]], np.uint8), np.array([2, 2, 0], np.int64), np.zeros((2, 2, 2), np.uint16), np.array([1.0, 0.0])]
+    arrays = [
+        np.array([[0, 1], [1, 1]], np.uint8),
+        np.array([2, 2, 0], np.int64),
+        np.zeros((2, 2, 2), np.uint16),
+        np.array([1.0, 0.0]),
+    ]
     for i, array in enumerate(arrays):
         np.save(tmp_path / f"{i}.npy", array)
     stats = count_label_stats(tmp_path, 3, presence=True)
@@ -235,7 +245,9 @@ def test_any_folder_of_palette_pngs_counts_like_bincount(tmp_path_factory, shape
 
 def test_compute_class_weights_and_median_frequency_from_a_folder(voc):
     counts, pixels = reference(images_in(voc), 21, 255)
-    expected = classweights.weights_from_counts(torch.tensor(counts), "median_frequency", image_pixels=torch.tensor(pixels), ignore_index=255)
+    expected = classweights.weights_from_counts(
+        torch.tensor(counts), "median_frequency", image_pixels=torch.tensor(pixels), ignore_index=255
+    )
     weights = compute_class_weights(voc, 21, "median_frequency", ignore_index=255)
     assert torch.allclose(weights, classweights.validate_weights(expected, 21))
 
@@ -257,7 +269,10 @@ def test_the_first_bad_file_in_sorted_order_is_named(tmp_path):
     for name, value in (("b.png", 9), ("a.png", 1), ("c.png", 8), ("0.png", 0)):
         save_palette_png(tmp_path / name, np.full((2, 3), value, np.uint8))
     for threads in (1, 2, 4):
-        with pytest.raises(ClassWeightError, match=r"^'[^']*b\.png': label 9 is out of range for num_classes=5 \(expected 0 <= label < 5\); 6 labels have it$"):
+        with pytest.raises(
+            ClassWeightError,
+            match=r"^'[^']*b\.png': label 9 is out of range for num_classes=5 \(expected 0 <= label < 5\); 6 labels have it$",
+        ):
             count_labels(tmp_path, 5, num_threads=threads)
 
 
@@ -286,19 +301,27 @@ def test_hidden_files_and_other_suffixes_are_skipped_in_a_folder(tmp_path):
 
 
 def test_empty_folders_and_globs_are_clear_errors(tmp_path):
-    with pytest.raises(ClassWeightError, match=r"^Expected a folder of label images \(\.png, \.tif, \.tiff or \.npy files\), but '.*' is a directory with none in it$"):
+    with pytest.raises(
+        ClassWeightError,
+        match=r"^Expected a folder of label images \(\.png, \.tif, \.tiff or \.npy files\), but '.*' is a directory with none in it$",
+    ):
         count_labels(tmp_path, 2)
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ClassWeightError, match=r"is a directory with none in it \(1 file of other kinds\)$"):
         count_labels(tmp_path, 2)
-    with pytest.raises(ClassWeightError, match=r"^Expected the glob pattern '.*\*\.png' to match label images .*, but it matches none$"):
+    with pytest.raises(
+        ClassWeightError, match=r"^Expected the glob pattern '.*\*\.png' to match label images .*, but it matches none$"
+    ):
         count_labels(tmp_path / "*.png", 2)
     with pytest.raises(ClassWeightError, match=r"but it matches none \(it matches 1 file of other kinds\)$"):
         count_labels(tmp_path / "*", 2)
 
 
 def test_key_is_refused_for_images(voc):
-    with pytest.raises(ClassWeightError, match=r"^key='train' picks an array inside a \.npz file or a dataset item, but '.*' names label images, one sample per file"):
+    with pytest.raises(
+        ClassWeightError,
+        match=r"^key='train' picks an array inside a \.npz file or a dataset item, but '.*' names label images, one sample per file",
+    ):
         count_labels(voc, 21, key="train")
 
 
@@ -333,7 +356,9 @@ def test_colour_images_are_refused_naming_the_file_and_mode(tmp_path, mode, shap
 @pytest.mark.parametrize("mode", ["RGB", "CMYK"])
 def test_colour_tiffs_are_refused_too(tmp_path, mode):
     Image.new(mode, (3, 2)).save(tmp_path / "a.tif")
-    with pytest.raises(ClassWeightError, match=rf"a\.tif' is a {mode} image; expected a single-channel or palette image"):
+    with pytest.raises(
+        ClassWeightError, match=rf"a\.tif' is a {mode} image; expected a single-channel or palette image"
+    ):
         count_labels(tmp_path, 2)
 
 
@@ -396,7 +421,9 @@ def test_an_unreadable_file_is_named(tmp_path):
 def test_missing_pillow_is_one_line_with_the_install_hint(voc, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "PIL", None)  # `from PIL import Image` now fails as if Pillow were not installed
     monkeypatch.setitem(sys.modules, "PIL.Image", None)
-    with pytest.raises(ClassWeightError, match=r'^reading label images needs Pillow: pip install "classweights\[images\]"$'):
+    with pytest.raises(
+        ClassWeightError, match=r'^reading label images needs Pillow: pip install "classweights\[images\]"$'
+    ):
         count_labels(voc, 21, ignore_index=255)
     np.save(tmp_path / "a.npy", np.array([0, 1, 1], np.uint8))  # .npy files need no Pillow
     assert count_labels(tmp_path / "*.npy", 2).tolist() == [1, 2]
@@ -426,7 +453,13 @@ def test_the_fingerprint_follows_the_decoded_labels(tmp_path):
         return count_label_stats(source, 21, ignore_index=255, fingerprint=True, **options).fingerprint
 
     reference_digest = digest(one)
-    assert digest(two) == digest(npy) == digest(one, num_threads=1) == digest(f"{one}/*.png", num_threads=3) == reference_digest
+    assert (
+        digest(two)
+        == digest(npy)
+        == digest(one, num_threads=1)
+        == digest(f"{one}/*.png", num_threads=3)
+        == reference_digest
+    )
     changed = masks[2].copy()
     changed[0, 0] = 7 if changed[0, 0] != 7 else 8
     save_palette_png(one / "2.png", changed)
@@ -462,7 +495,9 @@ def test_at_most_a_few_decoded_images_wait_at_once(tmp_path, monkeypatch, thread
         save_palette_png(tmp_path / f"{i:02d}.png", np.full((4, 4), i % 3, np.uint8))
     started = []
     real = images.read_image
-    monkeypatch.setattr(images, "read_image", lambda name, keep_labels=True: started.append(name) or real(name, keep_labels))
+    monkeypatch.setattr(
+        images, "read_image", lambda name, keep_labels=True: started.append(name) or real(name, keep_labels)
+    )
     ahead = []
     count_labels(tmp_path, 3, num_threads=threads, progress=lambda done, total: ahead.append(len(started) - done))
     assert len(started) == 80 and ahead[-1] == 0
@@ -482,7 +517,9 @@ def test_one_task_reads_as_many_files_as_make_about_a_million_labels(tmp_path, m
     monkeypatch.setattr(images, "_read_batch", lambda names, keep: runs.append(len(names)) or real(names, keep))
     before = threading.active_count()  # other tests in this process may have left threads of their own
     assert count_labels(tmp_path, 3, num_threads=2).tolist() == [7 * 16, 7 * 16, 6 * 16]
-    assert runs == [3] * 6 + [1] and threading.active_count() <= before  # runs of 3 files; the reader's threads are gone
+    assert (
+        runs == [3] * 6 + [1] and threading.active_count() <= before
+    )  # runs of 3 files; the reader's threads are gone
 
 
 def test_an_unreadable_file_in_a_task_comes_after_the_files_before_it(tmp_path):
@@ -514,9 +551,17 @@ def test_shards_are_contiguous_runs_of_files(tmp_path_factory, n, world):
     for i in range(n):
         np.save(folder / f"{i:02d}.npy", np.array([i], np.int64))
     names = [repr(p) for p in list_images(folder)]
-    parts = [[c.where for c in image_stream(folder, key=None, shard=Shard(r, world, 1 << 24), threads=1, keep_labels=True).chunks] for r in range(world)]
+    parts = [
+        [
+            c.where
+            for c in image_stream(folder, key=None, shard=Shard(r, world, 1 << 24), threads=1, keep_labels=True).chunks
+        ]
+        for r in range(world)
+    ]
     assert [name for part in parts for name in part] == names
-    assert all(image_stream(folder, key=None, shard=Shard(r, world), threads=1, keep_labels=True).sharded for r in range(world))
+    assert all(
+        image_stream(folder, key=None, shard=Shard(r, world), threads=1, keep_labels=True).sharded for r in range(world)
+    )
 
 
 def test_per_rank_fingerprints_combine_into_the_single_process_one(voc):
@@ -530,7 +575,9 @@ def test_per_rank_fingerprints_combine_into_the_single_process_one(voc):
         blocks = []
         for rank in range(world):
             hasher = _LabelHasher()
-            for chunk in image_stream(voc, key=None, shard=Shard(rank, world, 1 << 24), threads=2, keep_labels=True).chunks:
+            for chunk in image_stream(
+                voc, key=None, shard=Shard(rank, world, 1 << 24), threads=2, keep_labels=True
+            ).chunks:
                 hasher.update_file(chunk.data)
             blocks += hasher.finish().blocks
         assert _combine_digests(blocks, "per file", None, 12) == whole
@@ -547,8 +594,21 @@ def test_two_ranks_count_a_folder_like_one_process(voc, tmp_path):
         "dist.destroy_process_group()\n"
     )
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), str(voc), str(tmp_path)]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(worker),
+        str(voc),
+        str(tmp_path),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     single = count_label_stats(voc, 21, ignore_index=255, presence=True, fingerprint=True)
@@ -566,17 +626,30 @@ def test_cli_weights_compute_a_folder_and_a_glob(voc, tmp_path):
 
     counts = reference(images_in(voc), 21, 255)[0]
     for data in (voc, f"{voc}/*.png"):
-        result = CliRunner().invoke(app, ["weights", "compute", str(data), "--num-classes", "21", "--ignore-index", "255", "--json"], catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            ["weights", "compute", str(data), "--num-classes", "21", "--ignore-index", "255", "--json"],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, result.output
         record = json.loads(result.stdout)
         assert record["counts"] == counts and record["source"] == str(data)
         assert record["weights"] == pytest.approx(compute_class_weights(voc, 21, ignore_index=255).tolist())
     out = tmp_path / "w.json"
-    result = CliRunner().invoke(app, ["weights", "compute", str(voc), "--num-classes", "21", "--ignore-index", "255", "--out", str(out)], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        ["weights", "compute", str(voc), "--num-classes", "21", "--ignore-index", "255", "--out", str(out)],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     assert "(12 samples," in result.stdout and "Loaded from the cache" not in result.stdout
-    assert json.loads(out.read_text())["metadata"]["data_digest"] == count_label_stats(voc, 21, ignore_index=255, fingerprint=True).fingerprint
-    assert not (tmp_path / "xdg-cache" / "arcvae" / "weights").exists()  # a folder is counted every time: nothing cached
+    assert (
+        json.loads(out.read_text())["metadata"]["data_digest"]
+        == count_label_stats(voc, 21, ignore_index=255, fingerprint=True).fingerprint
+    )
+    assert not (
+        tmp_path / "xdg-cache" / "arcvae" / "weights"
+    ).exists()  # a folder is counted every time: nothing cached
 
 
 def test_cli_recounts_a_folder_after_an_image_changes(voc):
@@ -585,7 +658,11 @@ def test_cli_recounts_a_folder_after_an_image_changes(voc):
     from arcvae.cli import app
 
     def counts() -> list[int]:
-        result = CliRunner().invoke(app, ["weights", "compute", str(voc), "--num-classes", "21", "--ignore-index", "255", "--json"], catch_exceptions=False)
+        result = CliRunner().invoke(
+            app,
+            ["weights", "compute", str(voc), "--num-classes", "21", "--ignore-index", "255", "--json"],
+            catch_exceptions=False,
+        )
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout)["counts"]
 
@@ -600,7 +677,11 @@ def test_cli_errors_are_one_line_naming_the_file(voc):
     from arcvae.cli import app
 
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(voc / "2007_000003.png")
-    result = CliRunner().invoke(app, ["weights", "compute", str(voc), "--num-classes", "21", "--ignore-index", "255"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app, ["weights", "compute", str(voc), "--num-classes", "21", "--ignore-index", "255"], catch_exceptions=False
+    )
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "2007_000003.png' is a RGB image" in lines[0], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "2007_000003.png' is a RGB image" in lines[0], (
+        result.stderr
+    )

@@ -29,7 +29,9 @@ def test_home_and_caches_are_temporary_from_the_start(module_cache_dir):
 
 
 def test_subprocesses_inherit_the_isolation(tmp_path):
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.path.expanduser('~'))"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.path.expanduser('~'))"], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == ISOLATED_ENV["HOME"]
 
 

@@ -36,8 +36,15 @@ def test_focal_matches_its_formula(seed, gamma):
     logits, target, alpha = _batch(seed)
     p = logits.softmax(dim=1).gather(1, target.unsqueeze(1)).squeeze(1)
     expected = alpha[target] * (1 - p) ** gamma * -torch.log(p)
-    torch.testing.assert_close(focal_loss(logits, target, alpha, gamma=gamma, reduction="none"), expected, rtol=1e-4, atol=1e-6)
-    assert bool((focal_loss(logits, target, gamma=gamma, reduction="none") <= F.cross_entropy(logits, target, reduction="none") + 1e-6).all())
+    torch.testing.assert_close(
+        focal_loss(logits, target, alpha, gamma=gamma, reduction="none"), expected, rtol=1e-4, atol=1e-6
+    )
+    assert bool(
+        (
+            focal_loss(logits, target, gamma=gamma, reduction="none")
+            <= F.cross_entropy(logits, target, reduction="none") + 1e-6
+        ).all()
+    )
 
 
 def test_ignore_index_excludes_pixels_from_the_mean():

@@ -66,7 +66,9 @@ def test_median_frequency_matches_reference(counts, data):
     extra = np.array([data.draw(st.integers(0, 10**6)) for _ in counts])
     pixels = np.where(c > 0, c + extra, 0)
     got = weights_from_counts(c, "median_frequency", image_pixels=pixels, normalize=False)
-    np.testing.assert_allclose(got.numpy(), finish(reference("median_frequency", c, 0, image_pixels=pixels), c, False), rtol=2e-6)
+    np.testing.assert_allclose(
+        got.numpy(), finish(reference("median_frequency", c, 0, image_pixels=pixels), c, False), rtol=2e-6
+    )
 
 
 def test_spec_counts_give_spec_weights():
@@ -126,7 +128,9 @@ def test_effective_number_limits():
     counts = [1000, 10]
     assert weights_from_counts(counts, "effective_number", beta=0.0).tolist() == [1.0, 1.0]
     near_inverse = weights_from_counts(counts, "effective_number", beta=1 - 1e-9, smooth=0)
-    np.testing.assert_allclose(near_inverse.numpy(), weights_from_counts(counts, "inverse", smooth=0).numpy(), rtol=1e-4)
+    np.testing.assert_allclose(
+        near_inverse.numpy(), weights_from_counts(counts, "inverse", smooth=0).numpy(), rtol=1e-4
+    )
 
 
 def test_enet_is_bounded_by_c():
@@ -150,7 +154,11 @@ def test_needs_image_pixels():
         (([0, 0],), {"smooth": 0}, "every count is 0"),
         (([1, 2],), {"smooth": -1}, "Expected `smooth` to be a finite number >= 0, but got -1"),
         (([1, 2],), {"clip": 0.5}, "Expected `clip` to be None or a number >= 1, but got 0.5"),
-        (([1, 2], "effective_number"), {"beta": 1.0}, "Expected `beta` for 'effective_number' to be in [0, 1), but got 1.0"),
+        (
+            ([1, 2], "effective_number"),
+            {"beta": 1.0},
+            "Expected `beta` for 'effective_number' to be in [0, 1), but got 1.0",
+        ),
         (([1, 2], "enet"), {"c": 1.0}, "Expected `c` for 'enet' to be a number > 1, but got 1.0"),
         (([1, 2], "sqrt_inverse"), {"beta": 0.9}, "method 'sqrt_inverse' takes parameters none, but got ['beta']"),
         (([1, 2], "median_frequency"), {}, "Expected `image_pixels` for 'median_frequency'"),
@@ -170,7 +178,9 @@ def test_register_method_and_duplicates():
         return (counts + smooth) ** -power
 
     try:
-        assert weights_from_counts([1, 3], "square_inverse", smooth=0, normalize=False, power=1.0).tolist() == pytest.approx([1, 1 / 3])
+        assert weights_from_counts(
+            [1, 3], "square_inverse", smooth=0, normalize=False, power=1.0
+        ).tolist() == pytest.approx([1, 1 / 3])
         with pytest.raises(ClassWeightError, match="already registered"):
             register_method("square_inverse", square_inverse)
         register_method("square_inverse", square_inverse, overwrite=True)

@@ -65,7 +65,9 @@ def test_positives_equal_a_column_sum_for_every_dtype_shape_and_chunking(case):
     assert torch.equal(count_multilabel(torch.from_numpy(targets), targets.shape[1]).positives, torch_counts)
 
 
-@given(samples=st.integers(0, 3000), classes=st.integers(1, 70), offset=st.integers(0, 9), seed=st.integers(0, 2**32 - 1))
+@given(
+    samples=st.integers(0, 3000), classes=st.integers(1, 70), offset=st.integers(0, 9), seed=st.integers(0, 2**32 - 1)
+)
 def test_word_sums_fold_back_into_column_sums_at_any_alignment(samples, classes, offset, seed):
     rng = np.random.default_rng(seed)
     buffer = multi_hot(rng, (samples + offset, classes), p=rng.random())
@@ -167,6 +169,7 @@ def test_every_source_type_gives_the_same_counts(tmp_path):
             "tuple of label-index tuples": (tuple(tuple(i) for i in index_lists), {}),
             "list of label-index sets": ([set(i) for i in index_lists], {}),
         }
+
     for chunk_size in (None, 23):
         for name, (source, options) in sources().items():
             counts = count_multilabel(source, 11, chunk_size=chunk_size, **options)
@@ -198,7 +201,9 @@ def test_label_index_lists_equal_their_multi_hot_rows(rows, chunk_size):
 
 def test_progress_reports_samples_in_order():
     seen = []
-    count_multilabel(np.zeros((100, 4), np.uint8), 4, chunk_size=4 * 30, progress=lambda done, total: seen.append((done, total)))
+    count_multilabel(
+        np.zeros((100, 4), np.uint8), 4, chunk_size=4 * 30, progress=lambda done, total: seen.append((done, total))
+    )
     assert seen == [(30, 100), (60, 100), (90, 100), (100, 100)]
     seen.clear()
     count_multilabel((np.zeros((10, 4)) for _ in range(2)), 4, progress=lambda done, total: seen.append((done, total)))
@@ -230,7 +235,11 @@ def test_bad_values_in_files_datasets_and_batches_name_their_sample(tmp_path):
     targets = np.zeros((50, 5), np.float32)
     targets[44, 1] = 0.25
     np.save(tmp_path / "t.npy", targets)
-    for source, where in [(tmp_path / "t.npy", "t.npy"), (list(targets), "dataset"), (DataLoader(torch.from_numpy(targets), batch_size=8), "batches")]:
+    for source, where in [
+        (tmp_path / "t.npy", "t.npy"),
+        (list(targets), "dataset"),
+        (DataLoader(torch.from_numpy(targets), batch_size=8), "batches"),
+    ]:
         with pytest.raises(ClassWeightError, match=f"{where}.*sample 44, class 1 holds 0.25"):
             count_multilabel(source, 5, chunk_size=10)
 
@@ -238,11 +247,17 @@ def test_bad_values_in_files_datasets_and_batches_name_their_sample(tmp_path):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        (np.zeros((6, 4)), r"^labels: expected multi-hot targets of shape \[N, 3\] \(num_classes=3\), but got shape \[6, 4\]$"),
+        (
+            np.zeros((6, 4)),
+            r"^labels: expected multi-hot targets of shape \[N, 3\] \(num_classes=3\), but got shape \[6, 4\]$",
+        ),
         (np.zeros((6, 3, 1)), r"got shape \[6, 3, 1\]"),
         (np.zeros(3), r"got shape \[3\]"),
         (torch.zeros(0, 5), r"got shape \[0, 5\]"),
-        ({"train": np.zeros((2, 4))}, r"mapping\['train'\]: expected samples of shape \[3\] .* but got samples of shape \[4\]"),
+        (
+            {"train": np.zeros((2, 4))},
+            r"mapping\['train'\]: expected samples of shape \[3\] .* but got samples of shape \[4\]",
+        ),
         ([np.zeros(3), np.zeros(4)], r"dataset: expected samples of shape \[3\] .* got samples of shape \[4\]"),
         ([np.zeros((1, 3))], r"got samples of shape \[1, 3\]"),
         (iter([np.zeros((2, 3)), np.zeros((2, 2))]), r"batches: .* got samples of shape \[2\]"),
@@ -252,7 +267,9 @@ def test_bad_values_in_files_datasets_and_batches_name_their_sample(tmp_path):
 )
 def test_a_sample_that_is_not_a_row_of_num_classes_values_names_the_shape(source, message):
     if isinstance(source, TensorDataset):
-        with pytest.raises(ClassWeightError, match=r"TensorDataset.tensors\[1\]: expected samples of shape \[3\] .* shape \[7\]"):
+        with pytest.raises(
+            ClassWeightError, match=r"TensorDataset.tensors\[1\]: expected samples of shape \[3\] .* shape \[7\]"
+        ):
             count_multilabel(source, 3, key=1)
         return
     with pytest.raises(ClassWeightError, match=message):
@@ -264,9 +281,14 @@ def test_a_file_of_the_wrong_shape_is_refused_and_closed(tmp_path):
     np.savez_compressed(tmp_path / "t.npz", train=np.zeros((10, 5, 1), np.uint8))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)  # what a file left for the garbage collector to close gives
-        with pytest.raises(ClassWeightError, match=r"t.npy: expected multi-hot targets of shape \[N, 5\] \(num_classes=5\), but got shape \[10, 6\]$"):
+        with pytest.raises(
+            ClassWeightError,
+            match=r"t.npy: expected multi-hot targets of shape \[N, 5\] \(num_classes=5\), but got shape \[10, 6\]$",
+        ):
             count_multilabel(tmp_path / "t.npy", 5)
-        with pytest.raises(ClassWeightError, match=r"t.npz'\['train'\]: expected multi-hot targets .* but got shape \[10, 5, 1\]$"):
+        with pytest.raises(
+            ClassWeightError, match=r"t.npz'\['train'\]: expected multi-hot targets .* but got shape \[10, 5, 1\]$"
+        ):
             count_multilabel(tmp_path / "t.npz", 5)
         gc.collect()
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
@@ -291,7 +313,10 @@ def test_an_empty_file_is_an_error(tmp_path):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ([[0, 3]], r"^labels: sample 0 holds label index 3, out of range for num_classes=3 \(expected 0 <= index < 3\)$"),
+        (
+            [[0, 3]],
+            r"^labels: sample 0 holds label index 3, out of range for num_classes=3 \(expected 0 <= index < 3\)$",
+        ),
         ([[0], [], [1, -1]], r"sample 2 holds label index -1, out of range"),
         ([[0], [2**70]], r"sample 1 holds label index 1180591620717411303424, out of range"),
         ([[0], [1.0]], r"^labels: expected integer label indices, but sample 1 holds 1.0$"),
@@ -331,7 +356,10 @@ def test_unsupported_dtypes_and_keys_for_index_lists():
         count_multilabel(np.zeros((2, 2), np.complex64), 2)
     with pytest.raises(ClassWeightError, match="dtype"):
         count_multilabel(np.array([["a", "b"]]), 2)
-    with pytest.raises(ClassWeightError, match="key='train' picks the targets of a file, mapping or dataset, but the source is lists of label indices"):
+    with pytest.raises(
+        ClassWeightError,
+        match="key='train' picks the targets of a file, mapping or dataset, but the source is lists of label indices",
+    ):
         count_multilabel([[0]], 2, key="train")
 
 
@@ -341,7 +369,9 @@ def test_unsupported_dtypes_and_keys_for_index_lists():
 def test_multilabel_counts_are_stored_as_int64_and_checked():
     counts = MultilabelCounts(np.array([3, 0], np.uint8), np.int64(3))
     assert counts.positives.dtype == torch.int64 and counts.num_samples == 3 and type(counts.num_samples) is int
-    with pytest.raises(ClassWeightError, match=r"^Expected every positive count to lie in \[0, num_samples=2\], but class 1 has 3$"):
+    with pytest.raises(
+        ClassWeightError, match=r"^Expected every positive count to lie in \[0, num_samples=2\], but class 1 has 3$"
+    ):
         MultilabelCounts([1, 3], 2)
     with pytest.raises(ClassWeightError, match="class 0 has -1"):
         MultilabelCounts(torch.tensor([-1]), 2)
@@ -394,14 +424,21 @@ def test_pos_weight_in_bce_with_logits_loss_balances_positives_and_negatives():
 
 def test_a_class_without_positives_gets_the_largest_other_weight_and_a_warning():
     counts = MultilabelCounts([10, 0, 1, 0], 20)
-    with pytest.warns(UserWarning, match=r"^classes 1 and 3 have no positive sample, so their pos_weight is set to 19, the largest of the classes with positives; pass smooth > 0"):
+    with pytest.warns(
+        UserWarning,
+        match=r"^classes 1 and 3 have no positive sample, so their pos_weight is set to 19, the largest of the classes with positives; pass smooth > 0",
+    ):
         weights = pos_weight(counts)
     assert weights.tolist() == [1.0, 19.0, 19.0, 19.0]
     with pytest.warns(UserWarning, match=r"^class 0 has no positive sample, so its pos_weight is set to 1"):
         assert pos_weight(MultilabelCounts([0, 5], 10)).tolist() == [1.0, 1.0]
-    with pytest.warns(UserWarning, match=r"classes 0 and 1 have .* set to 7, the number of samples \(no class has a positive\)"):
+    with pytest.warns(
+        UserWarning, match=r"classes 0 and 1 have .* set to 7, the number of samples \(no class has a positive\)"
+    ):
         assert pos_weight(MultilabelCounts([0, 0], 7)).tolist() == [7.0, 7.0]
-    with pytest.warns(UserWarning, match=r"^12 classes \(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\.\) have no positive sample"):
+    with pytest.warns(
+        UserWarning, match=r"^12 classes \(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\.\) have no positive sample"
+    ):
         pos_weight(MultilabelCounts([0] * 12 + [1], 2))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # smooth > 0: the formula is finite, no warning
@@ -409,11 +446,17 @@ def test_a_class_without_positives_gets_the_largest_other_weight_and_a_warning()
 
 
 def test_a_class_positive_in_every_sample_gets_zero_and_a_warning():
-    with pytest.warns(UserWarning, match=r"^class 1 is positive in every sample, so its pos_weight is 0 and its positives take no part in the loss"):
+    with pytest.warns(
+        UserWarning,
+        match=r"^class 1 is positive in every sample, so its pos_weight is 0 and its positives take no part in the loss",
+    ):
         assert pos_weight(MultilabelCounts([1, 4], 4)).tolist() == [3.0, 0.0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert pos_weight(MultilabelCounts([1, 4], 4), smooth=0.5).tolist() == [pytest.approx(3.5 / 1.5), pytest.approx(0.5 / 4.5)]
+        assert pos_weight(MultilabelCounts([1, 4], 4), smooth=0.5).tolist() == [
+            pytest.approx(3.5 / 1.5),
+            pytest.approx(0.5 / 4.5),
+        ]
 
 
 def test_clip_caps_every_weight():
@@ -421,7 +464,9 @@ def test_clip_caps_every_weight():
     with pytest.warns(UserWarning, match="class 3"):
         assert pos_weight(counts, clip=100).tolist() == [100.0, 99.0, 1.0, 100.0]
     assert pos_weight(counts, clip=1, smooth=1).tolist() == [1.0, 1.0, pytest.approx(501 / 501), 1.0]
-    assert pos_weight(counts, clip=float("inf"), smooth=1).tolist() == pytest.approx([1000 / 2, 991 / 11, 501 / 501, 1001])
+    assert pos_weight(counts, clip=float("inf"), smooth=1).tolist() == pytest.approx(
+        [1000 / 2, 991 / 11, 501 / 501, 1001]
+    )
 
 
 @pytest.mark.parametrize(
@@ -431,15 +476,27 @@ def test_clip_caps_every_weight():
         ((MultilabelCounts([1, 1], 2), 3), {}, "Expected `num_classes` to be 2, the classes of the counts, but got 3"),
         ((MultilabelCounts([1, 1], 2), 0), {}, "Expected `num_classes` to be a positive integer, but got 0"),
         ((MultilabelCounts([1], 2),), {"smooth": -1}, "Expected `smooth` to be a finite number >= 0, but got -1.0"),
-        ((MultilabelCounts([1], 2),), {"smooth": float("nan")}, "Expected `smooth` to be a finite number >= 0, but got nan"),
+        (
+            (MultilabelCounts([1], 2),),
+            {"smooth": float("nan")},
+            "Expected `smooth` to be a finite number >= 0, but got nan",
+        ),
         ((MultilabelCounts([1], 2),), {"smooth": "1"}, "Expected `smooth` to be a finite number >= 0, but got '1'"),
         ((MultilabelCounts([1], 2),), {"clip": 0.5}, "Expected `clip` to be None or a number >= 1, but got 0.5"),
         ((MultilabelCounts([1], 2),), {"clip": True}, "Expected `clip` to be None or a number >= 1, but got True"),
         ((MultilabelCounts([0], 0),), {}, "Expected counts of at least one sample, but num_samples is 0"),
         ((MultilabelCounts([], 3),), {}, "Expected counts of at least one class, but `positives` is empty"),
         ((np.full((2, 2), 3),), {"num_classes": 2}, "sample 0, class 0 holds 3"),
-        ((MultilabelCounts([0], 2**62),), {"smooth": 1e-300}, "Expected the pos_weight of class 0 to be a finite float32, but it is inf (float32: inf)"),
-        ((MultilabelCounts([2**62], 2**62),), {"smooth": 1e-300}, "Expected the pos_weight of class 0 to be a finite float32, but it is 2.1"),
+        (
+            (MultilabelCounts([0], 2**62),),
+            {"smooth": 1e-300},
+            "Expected the pos_weight of class 0 to be a finite float32, but it is inf (float32: inf)",
+        ),
+        (
+            (MultilabelCounts([2**62], 2**62),),
+            {"smooth": 1e-300},
+            "Expected the pos_weight of class 0 to be a finite float32, but it is 2.1",
+        ),
     ],
 )
 def test_bad_pos_weight_input_is_a_one_line_error(args, options, message):
@@ -465,7 +522,11 @@ def test_two_ranks_count_their_shards_and_sum_them(tmp_path):
     targets = multi_hot(np.random.default_rng(6), (301, 12), np.float32)
     targets[:, 5] = 0
     np.save(tmp_path / "targets.npy", targets)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
     ranks = [subprocess.Popen([sys.executable, str(HERE / "dist_multilabel_worker.py"), str(tmp_path), str(rank), "2"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]  # fmt: skip
     for rank in ranks:

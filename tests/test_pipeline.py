@@ -21,7 +21,9 @@ def test_equals_count_then_weigh(grids, method):
 def test_passes_counting_and_weighting_options(tmp_path, grids):
     np.savez(tmp_path / "d.npz", train=grids, val=grids[:5])
     seen = []
-    w = cw.compute_class_weights(tmp_path / "d.npz", 10, key="val", progress=lambda d, t: seen.append(d), clip=2.0, chunk_size=256)
+    w = cw.compute_class_weights(
+        tmp_path / "d.npz", 10, key="val", progress=lambda d, t: seen.append(d), clip=2.0, chunk_size=256
+    )
     assert seen[-1] == 5
     assert float(w.max() / w.min()) <= 2.0 + 1e-5
 
@@ -33,7 +35,9 @@ def test_unknown_method_fails_before_counting():
 
     with pytest.raises(cw.ClassWeightError, match="Expected `method` to be one of"):
         cw.compute_class_weights(never(), 10, method="nope")
-    with pytest.raises(cw.ClassWeightError, match=r"method 'sqrt_inverse' takes parameters none, but got \['ignore_idx'\]"):
+    with pytest.raises(
+        cw.ClassWeightError, match=r"method 'sqrt_inverse' takes parameters none, but got \['ignore_idx'\]"
+    ):
         cw.compute_class_weights(never(), 10, ignore_idx=255)
 
 

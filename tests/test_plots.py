@@ -148,7 +148,11 @@ def test_show_prints_grids_and_summary_and_saves_the_png(run_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "4 of the 32 grids of the overfit batch" in result.stdout
     assert "██" not in result.stdout and ". . . ." in result.stdout  # no colours off a terminal: digits, '.' for black
-    assert "pixel accuracy" in result.stdout and "foreground accuracy" in result.stdout and "perfect grids" in result.stdout
+    assert (
+        "pixel accuracy" in result.stdout
+        and "foreground accuracy" in result.stdout
+        and "perfect grids" in result.stdout
+    )
     assert "/4" in result.stdout.splitlines()[-2]
     assert png_size(tmp_path / "show.png") == (50 + 125 * 4, 275)
 
@@ -164,7 +168,9 @@ def test_show_takes_the_split_in_normal_mode(tiny_corpus):
 
 def test_show_errors(run_dir, tmp_path):
     assert_one_line_error(runner.invoke(app, ["show", str(tmp_path)]), str(tmp_path), "not a run folder")
-    assert_one_line_error(runner.invoke(app, ["show", str(run_dir), "--out", str(tmp_path / "no" / "x.png")]), "does not exist")
+    assert_one_line_error(
+        runner.invoke(app, ["show", str(run_dir), "--out", str(tmp_path / "no" / "x.png")]), "does not exist"
+    )
     assert runner.invoke(app, ["show", str(run_dir), "--n", "0"]).exit_code == 2
     corpus = run_dir.parent / "corpus.npz"
     corpus.rename(corpus.with_suffix(".moved"))
@@ -191,7 +197,9 @@ def test_grids_panel_draws_coloured_blocks_or_digits():
     grid = np.zeros((1, 2, 2), np.uint8)
     grid[0, 0, 1] = 3
     for colour, expected in ((True, "██"), (False, ". 3")):
-        console = Console(file=StringIO(), width=80, force_terminal=colour, color_system="truecolor" if colour else None)
+        console = Console(
+            file=StringIO(), width=80, force_terminal=colour, color_system="truecolor" if colour else None
+        )
         console.print(grids_panel(grid, grid, colour=colour))
         text = console.file.getvalue()
         assert expected in text and "perfect" in text

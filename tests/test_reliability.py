@@ -55,7 +55,13 @@ def cached_weight_files() -> list[Path]:
 
 def snapshot(*folders: Path) -> dict[str, bytes]:
     """Every file below ``folders`` with its bytes: to prove nothing was touched."""
-    return {str(p): p.read_bytes() for folder in folders if folder.exists() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p): p.read_bytes()
+        for folder in folders
+        if folder.exists()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def temp_files(*folders: Path) -> list[Path]:
@@ -97,7 +103,14 @@ class Planted:
 # ------------------------------------------------------ P1 fingerprint ----
 
 
-BASE = dict(key="train", num_classes=10, method="sqrt_inverse", smooth=1.0, normalize=True, ignore_index=None)
+BASE = {
+    "key": "train",
+    "num_classes": 10,
+    "method": "sqrt_inverse",
+    "smooth": 1.0,
+    "normalize": True,
+    "ignore_index": None,
+}
 
 
 def fingerprint(digest: str, key: str | None, **spec) -> str:
@@ -106,7 +119,14 @@ def fingerprint(digest: str, key: str | None, **spec) -> str:
 
 @pytest.mark.parametrize(
     "change",
-    [{"key": "val"}, {"num_classes": 11}, {"method": "inverse"}, {"smooth": 0.5}, {"normalize": False}, {"ignore_index": 0}],
+    [
+        {"key": "val"},
+        {"num_classes": 11},
+        {"method": "inverse"},
+        {"smooth": 0.5},
+        {"normalize": False},
+        {"ignore_index": 0},
+    ],
     ids=lambda c: next(iter(c)),
 )
 def test_p1_every_parameter_is_in_the_fingerprint(change):
@@ -124,14 +144,18 @@ def test_p1_data_digest_and_format_version_are_in_the_fingerprint(monkeypatch):
 @given(data=st.data())
 def test_p1_label_fingerprint_sees_every_label_and_not_the_container(data):
     shape = data.draw(st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(1, 5)))
-    labels = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))), np.uint8).reshape(shape)
+    labels = np.asarray(
+        data.draw(st.lists(st.integers(0, 3), min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))), np.uint8
+    ).reshape(shape)
     chunk = data.draw(st.integers(1, 40))
 
     def fp(source, **kw):
         return classweights.count_label_stats(source, 4, fingerprint=True, **kw).fingerprint
 
     a = fp(labels)
-    assert a == fp(torch.from_numpy(labels)) == fp(labels, chunk_size=chunk) == fp(list(labels))  # list: a map-style dataset
+    assert (
+        a == fp(torch.from_numpy(labels)) == fp(labels, chunk_size=chunk) == fp(list(labels))
+    )  # list: a map-style dataset
     i = data.draw(st.integers(0, labels.size - 1))
     changed = labels.copy().reshape(-1)
     changed[i] = (changed[i] + 1) % 4
@@ -153,7 +177,9 @@ def test_p1_changing_one_label_in_the_file_is_a_miss(tmp_path, no_quiet_period):
     third = compute(path)
     assert json.loads(third.stdout)["counts"] == classweights.count_labels(labels, 10).tolist()
     assert json.loads(third.stdout)["counts"] != json.loads(first.stdout)["counts"]
-    assert "Loaded from the cache" not in run("weights", "compute", path, "--smooth", "2").stdout  # a new parameter: a miss
+    assert (
+        "Loaded from the cache" not in run("weights", "compute", path, "--smooth", "2").stdout
+    )  # a new parameter: a miss
 
 
 def test_p1_a_hit_reads_no_labels_and_a_miss_reads_them_once(tmp_path, monkeypatch, no_quiet_period):
@@ -166,7 +192,7 @@ def test_p1_a_hit_reads_no_labels_and_a_miss_reads_them_once(tmp_path, monkeypat
         return real_open(*args, **kwargs)
 
     monkeypatch.setattr(classweights._npfiles, "_npy_stream", counting_stream)
-    common = dict(key=None, cache=WeightCache(tmp_path / "c", read=True), source="t")
+    common = {"key": None, "cache": WeightCache(tmp_path / "c", read=True), "source": "t"}
     spec = WeightSpec(num_classes=10, method="sqrt_inverse", smooth=1.0)
     miss = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)
     assert not miss.from_cache and len(reads) == 1  # counted and hashed in the same pass
@@ -204,7 +230,9 @@ def test_p1_notes_and_entries_of_the_sha256_era_are_recomputed_once_never_used(t
     common = {"key": None, "cache": cache, "source": "t"}
     miss = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)
     assert not miss.from_cache and miss.counts.tolist() == classweights.count_labels(path, 10).tolist() and not said
-    assert classweights.fingerprint_algorithm(miss.data_digest) == "blake3" and miss.cache_path != cache.entry(planted.fingerprint)
+    assert classweights.fingerprint_algorithm(miss.data_digest) == "blake3" and miss.cache_path != cache.entry(
+        planted.fingerprint
+    )
     assert DigestNotes(cache.folder).lookup(FileStamp.of(path), None, said.append) == miss.data_digest  # noted anew
     hit = resolve_class_weights(path, spec, stamp=FileStamp.of(path), **common)
     assert hit.from_cache and hit.cache_path == miss.cache_path and hit.counts.tolist() == miss.counts.tolist()
@@ -328,7 +356,9 @@ def test_p3_files_that_parse_but_are_wrong_raise(tmp_path, edit, message):
         load_class_weights(path, num_classes=10)
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "random", "bitflip", "wrong fingerprint", "other num_classes"])
+@pytest.mark.parametrize(
+    "damage", ["empty", "truncated", "random", "bitflip", "wrong fingerprint", "other num_classes"]
+)
 def test_p3_the_cli_warns_once_recomputes_and_rewrites(tmp_path, damage, no_quiet_period):
     path = labels_file(tmp_path)
     assert compute(path).exit_code == 0
@@ -360,7 +390,13 @@ def test_p3_the_cli_warns_once_recomputes_and_rewrites(tmp_path, damage, no_quie
 
 
 def test_p3_a_damaged_cache_is_recomputed_in_training(tiny_corpus, tmp_path, no_quiet_period):
-    base = dict(data=str(tiny_corpus), overfit_batch=True, quick_test=True, epochs=1, use_cached_weights=True)
+    base = {
+        "data": str(tiny_corpus),
+        "overfit_batch": True,
+        "quick_test": True,
+        "epochs": 1,
+        "use_cached_weights": True,
+    }
     trainer.train(TrainConfig(out=str(tmp_path / "a"), **base), quiet_reporter()[0])
     [cached] = cached_weight_files()
     good = cached.read_bytes()
@@ -414,7 +450,9 @@ WRITER = textwrap.dedent(
 @pytest.mark.slow
 def test_p4_sigkill_mid_write_leaves_a_complete_file(tmp_path):
     save_class_weights([1.0] * 10, tmp_path / "w.json", i=0)
-    checkpoints.save_checkpoint(tmp_path / "last.pt", {"version": 2, "i": 0, "big": torch.arange(2_000_000, dtype=torch.float32)})
+    checkpoints.save_checkpoint(
+        tmp_path / "last.pt", {"version": 2, "i": 0, "big": torch.arange(2_000_000, dtype=torch.float32)}
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     for delay in (0.05, 0.2, 0.37, 0.6):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, env=env)
@@ -456,7 +494,10 @@ def test_p5_eight_processes_caching_the_same_weights(tmp_path):
         sys.stdout.write(result.stdout); sys.stderr.write(result.stderr); sys.exit(result.exit_code)
         """
     )
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for i in range(8)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for i in range(8)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     expected = reference_weights(path)
     for proc, (out, err) in zip(procs, outputs):
@@ -507,7 +548,10 @@ def test_p6_weights_compute_succeeds_with_one_warning(tmp_path, failing_cache, n
 
 def test_p6_training_succeeds_with_one_warning(tiny_corpus, tmp_path, failing_cache, no_quiet_period):
     report, out = quiet_reporter()
-    result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, epochs=1), report)
+    result = trainer.train(
+        TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, epochs=1),
+        report,
+    )
     assert result.steps > 0 and (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     assert out.getvalue().count("[WARNING]") == 1 and "continuing without the cache" in out.getvalue()
 
@@ -528,10 +572,30 @@ def test_p6_a_really_read_only_cache_folder(tmp_path):
 
 # (id, arrays written to bad.npz or its bytes, fragments of the error of 'weights compute', and of 'train')
 BAD_INPUTS = [
-    ("negative label", {"train": np.full((4, 16, 16), -1, np.int8)}, ["label -1 at flat index 0", "bad.npz"], ["value -1 at index [0, 0, 0]", "'train'"]),
-    ("label >= num_classes", {"train": np.full((4, 16, 16), 12, np.uint8)}, ["label 12 at flat index 0", "num_classes=10"], ["value 12 at index [0, 0, 0]", "colours 0-9"]),
-    ("non-integer float", {"train": np.full((4, 16, 16), 1.5)}, ["label 1.5 at flat index 0 is not a class index"], ["non-integer value 1.5 at flat index 0"]),
-    ("NaN", {"train": np.full((4, 16, 16), np.nan)}, ["label nan at flat index 0"], ["non-integer value nan at flat index 0"]),
+    (
+        "negative label",
+        {"train": np.full((4, 16, 16), -1, np.int8)},
+        ["label -1 at flat index 0", "bad.npz"],
+        ["value -1 at index [0, 0, 0]", "'train'"],
+    ),
+    (
+        "label >= num_classes",
+        {"train": np.full((4, 16, 16), 12, np.uint8)},
+        ["label 12 at flat index 0", "num_classes=10"],
+        ["value 12 at index [0, 0, 0]", "colours 0-9"],
+    ),
+    (
+        "non-integer float",
+        {"train": np.full((4, 16, 16), 1.5)},
+        ["label 1.5 at flat index 0 is not a class index"],
+        ["non-integer value 1.5 at flat index 0"],
+    ),
+    (
+        "NaN",
+        {"train": np.full((4, 16, 16), np.nan)},
+        ["label nan at flat index 0"],
+        ["non-integer value nan at flat index 0"],
+    ),
     ("wrong shape", {"train": np.zeros((4, 8, 8), np.uint8)}, None, ["'train'", "[4, 8, 8]", "expected [N, 16, 16]"]),
     ("empty", {"train": np.zeros((0, 16, 16), np.uint8)}, ["bad.npz", "empty"], ["'train'", "empty"]),
     ("missing key", {"images": np.zeros((4, 16, 16), np.uint8)}, ["'train'", "images"], ["'train'", "images"]),
@@ -570,12 +634,29 @@ def existing_state(tiny_corpus, tmp_path_factory) -> Path:
         patch.setattr(weight_cache, "QUIET_NS", -1)
         assert compute(labels_file(folder)).exit_code == 0
         assert run("weights", "compute", tiny_corpus, "--out", folder / "weights.json").exit_code == 0
-        assert run("train", "--overfit-batch", "--quick-test", "--epochs", "1", "--data", tiny_corpus, "--out", folder / "run").exit_code == 0
+        assert (
+            run(
+                "train",
+                "--overfit-batch",
+                "--quick-test",
+                "--epochs",
+                "1",
+                "--data",
+                tiny_corpus,
+                "--out",
+                folder / "run",
+            ).exit_code
+            == 0
+        )
     return folder
 
 
-@pytest.mark.parametrize(("name", "content", "compute_fragments", "train_fragments"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_p7_bad_input_is_one_line_and_touches_nothing(existing_state, tmp_path, name, content, compute_fragments, train_fragments, no_quiet_period):
+@pytest.mark.parametrize(
+    ("name", "content", "compute_fragments", "train_fragments"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
+def test_p7_bad_input_is_one_line_and_touches_nothing(
+    existing_state, tmp_path, name, content, compute_fragments, train_fragments, no_quiet_period
+):
     shutil.copytree(existing_state, tmp_path, dirs_exist_ok=True)
     assert cached_weight_files() and (tmp_path / "run" / "checkpoints" / "last.pt").exists()
     out = tmp_path / "weights.json"
@@ -630,9 +711,16 @@ def metric_lines(run_dir: Path) -> list[dict]:
 @pytest.mark.parametrize("mode", ["normal", "overfit"])
 def test_p8_resume_matches_an_uninterrupted_run_step_for_step(tiny_corpus, tmp_path, monkeypatch, mode):
     if mode == "normal":
-        config = dict(data=str(tiny_corpus), quick_test=True, batch_size=64, log_every_n_steps=4, seed=3)
+        config = {"data": str(tiny_corpus), "quick_test": True, "batch_size": 64, "log_every_n_steps": 4, "seed": 3}
     else:
-        config = dict(data=str(tiny_corpus), overfit_batch=True, quick_test=True, target_accuracy=1.0, log_every_n_steps=3, seed=5)
+        config = {
+            "data": str(tiny_corpus),
+            "overfit_batch": True,
+            "quick_test": True,
+            "target_accuracy": 1.0,
+            "log_every_n_steps": 3,
+            "seed": 5,
+        }
     trainer.train(TrainConfig(out=str(tmp_path / "straight"), **config), quiet_reporter()[0])
     interrupted(TrainConfig(out=str(tmp_path / "resumed"), **config), monkeypatch)
     # a partial epoch's log lines after the checkpoint (as a kill would leave) are dropped on resume
@@ -658,7 +746,9 @@ def test_p8_resume_refuses_other_data(tiny_corpus, tmp_path, monkeypatch, split)
     splits[split] = splits[split].copy()
     splits[split][0, 0, 0] = (splits[split][0, 0, 0] + 1) % 10  # one label
     save_corpus(splits, copy)
-    with pytest.raises(ArcvaeError, match=f"cannot resume .*: the {split} split of .* is not the data it was trained on"):
+    with pytest.raises(
+        ArcvaeError, match=f"cannot resume .*: the {split} split of .* is not the data it was trained on"
+    ):
         trainer.train(TrainConfig(), quiet_reporter()[0], resume=tmp_path / "run")
     assert snapshot(tmp_path / "run") == before
 
@@ -681,7 +771,9 @@ def test_p8_a_run_recorded_with_sha256_digests_resumes_on_its_data_only(tiny_cor
         splits["val"] = splits["val"].copy()
         splits["val"][0, 0, 0] = (splits["val"][0, 0, 0] + 1) % 10
         save_corpus(splits, copy)
-        with pytest.raises(ArcvaeError, match="cannot resume .*: the val split of .* is not the data it was trained on"):
+        with pytest.raises(
+            ArcvaeError, match="cannot resume .*: the val split of .* is not the data it was trained on"
+        ):
             trainer.train(TrainConfig(), quiet_reporter()[0], resume=tmp_path / "run")
         return
     trainer.train(TrainConfig(), quiet_reporter()[0], resume=tmp_path / "run")
@@ -690,7 +782,13 @@ def test_p8_a_run_recorded_with_sha256_digests_resumes_on_its_data_only(tiny_cor
 
 
 def test_p8_resume_trains_on_the_weights_it_started_with(tiny_corpus, tmp_path, monkeypatch, no_quiet_period):
-    config = dict(data=str(tiny_corpus), overfit_batch=True, quick_test=True, target_accuracy=1.0, use_cached_weights=True)
+    config = {
+        "data": str(tiny_corpus),
+        "overfit_batch": True,
+        "quick_test": True,
+        "target_accuracy": 1.0,
+        "use_cached_weights": True,
+    }
     interrupted(TrainConfig(out=str(tmp_path / "run"), **config), monkeypatch)
     started_with = checkpoints.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["class_weights"]
     # the cache now holds other weights under a valid checksum, and a newer formula would give others again
@@ -741,9 +839,18 @@ def nan_after(calls: int):
 
 
 @pytest.mark.parametrize("bad_step", [7, 14])
-def test_p9_non_finite_gradients_stop_at_the_named_step_and_save_nothing_bad(tiny_corpus, tmp_path, monkeypatch, bad_step):
+def test_p9_non_finite_gradients_stop_at_the_named_step_and_save_nothing_bad(
+    tiny_corpus, tmp_path, monkeypatch, bad_step
+):
     monkeypatch.setattr(training_state, "BetaVAE", nan_after(bad_step))
-    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, target_accuracy=1.0, log_every_n_steps=5)
+    config = TrainConfig(
+        data=str(tiny_corpus),
+        out=str(tmp_path / "run"),
+        overfit_batch=True,
+        quick_test=True,
+        target_accuracy=1.0,
+        log_every_n_steps=5,
+    )
     with pytest.raises(ArcvaeError, match=f"non-finite .* at step {bad_step}; stopping without saving"):
         trainer.train(config, quiet_reporter()[0])
     last = tmp_path / "run" / "checkpoints" / "last.pt"
@@ -765,14 +872,22 @@ def test_p9_a_non_finite_loss_is_named(tiny_corpus, tmp_path, monkeypatch):
         return value * float("inf") if calls[0] >= 3 else value
 
     monkeypatch.setattr(loop, "kl_divergence", kl)
-    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, beta_schedule="constant")
+    config = TrainConfig(
+        data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, beta_schedule="constant"
+    )
     with pytest.raises(ArcvaeError, match="non-finite .* at step 3"):
         trainer.train(config, quiet_reporter()[0])
 
 
 @pytest.mark.parametrize(
     ("alpha", "message"),
-    [([1.0, float("nan")], "finite"), ([1.0, float("inf")], "finite"), ([[1.0, 2.0]], "shape"), ([1.0, -1.0], ">= 0"), ([0.0, 0.0], "positive")],
+    [
+        ([1.0, float("nan")], "finite"),
+        ([1.0, float("inf")], "finite"),
+        ([[1.0, 2.0]], "shape"),
+        ([1.0, -1.0], ">= 0"),
+        ([0.0, 0.0], "positive"),
+    ],
 )
 def test_p9_weights_are_validated_before_use(alpha, message):
     with pytest.raises(ArcvaeError, match=f"FocalLoss alpha: .*{message}"):
@@ -787,7 +902,9 @@ def test_p9_cached_weights_are_validated_on_load(tmp_path, no_quiet_period):
     record["weights"][3] = -1.0
     cached.write_text(json.dumps(with_checksum(record)))
     result = compute(path)
-    assert "weight of class 3 to be >= 0" in result.stderr and json.loads(result.stdout)["weights"] == pytest.approx(reference_weights(path))
+    assert "weight of class 3 to be >= 0" in result.stderr and json.loads(result.stdout)["weights"] == pytest.approx(
+        reference_weights(path)
+    )
 
 
 def with_checksum(record: dict) -> dict:
@@ -800,14 +917,24 @@ def with_checksum(record: dict) -> dict:
 @pytest.mark.parametrize(
     ("edit", "reason"),
     [
-        (lambda r: r.pop("sha256"), "no \"sha256\" checksum"),
-        (lambda r: r.update(with_checksum({**r, "weights": [2.0] + r["weights"][1:]})), "do not follow from its counts"),
-        (lambda r: r["metadata"].update(counts=[c + 1 for c in r["metadata"]["counts"]]) or r.update(with_checksum(r)), "do not follow from its counts"),
+        (lambda r: r.pop("sha256"), 'no "sha256" checksum'),
+        (
+            lambda r: r.update(with_checksum({**r, "weights": [2.0] + r["weights"][1:]})),
+            "do not follow from its counts",
+        ),
+        (
+            lambda r: (
+                r["metadata"].update(counts=[c + 1 for c in r["metadata"]["counts"]]) or r.update(with_checksum(r))
+            ),
+            "do not follow from its counts",
+        ),
         (lambda r: r["metadata"].pop("counts") and r.update(with_checksum(r)), "lacks the counts"),
     ],
     ids=["no checksum", "forged weight, valid checksum", "forged counts, valid checksum", "no counts"],
 )
-def test_p3_a_cache_entry_is_trusted_only_with_its_checksum_and_consistent_weights(tmp_path, edit, reason, no_quiet_period):
+def test_p3_a_cache_entry_is_trusted_only_with_its_checksum_and_consistent_weights(
+    tmp_path, edit, reason, no_quiet_period
+):
     path = labels_file(tmp_path)
     assert compute(path).exit_code == 0
     [cached] = cached_weight_files()
@@ -817,7 +944,9 @@ def test_p3_a_cache_entry_is_trusted_only_with_its_checksum_and_consistent_weigh
     result = compute(path)
     assert result.exit_code == 0 and result.stderr.count("warning:") == 1 and reason in result.stderr, result.stderr
     assert json.loads(result.stdout)["weights"] == pytest.approx(reference_weights(path))
-    assert load_class_weights(cached, require_checksum=True).tolist() == pytest.approx(reference_weights(path))  # replaced
+    assert load_class_weights(cached, require_checksum=True).tolist() == pytest.approx(
+        reference_weights(path)
+    )  # replaced
 
 
 def test_the_checksum_covers_the_record_as_compact_sorted_json(tmp_path):

@@ -57,14 +57,20 @@ def quiet():
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 @pytest.fixture(scope="module")
 def finished_run(tiny_corpus, tmp_path_factory) -> Path:
     """A finished overfit quick-test run (read, never written, by the tests that use it)."""
     folder = tmp_path_factory.mktemp("finished") / "run"
-    trainer.train(TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0])
+    trainer.train(
+        TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0]
+    )
     return folder
 
 
@@ -85,14 +91,18 @@ def test_weights_compute_never_writes_over_its_data(tmp_path):
     assert data.read_bytes() == before and link.is_symlink()
 
 
-@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl", "result.json", "checkpoints/last.pt", "class_weights.json", "curves.png"])
+@pytest.mark.parametrize(
+    "name", ["config.json", "metrics.jsonl", "result.json", "checkpoints/last.pt", "class_weights.json", "curves.png"]
+)
 def test_no_command_writes_over_a_runs_files(finished_run, tmp_path, name):
     before = snapshot(finished_run)
     target = finished_run / name
     data = tmp_path / "labels.npy"
     np.save(data, np.array([0, 1]))
     one_line_error(run("show", finished_run, "--n", "1", "--out", target, "--force"), "file of the run folder")
-    one_line_error(run("weights", "compute", data, "--num-classes", "2", "--out", target, "--force"), "file of the run folder")
+    one_line_error(
+        run("weights", "compute", data, "--num-classes", "2", "--out", target, "--force"), "file of the run folder"
+    )
     assert snapshot(finished_run) == before
 
 
@@ -122,7 +132,11 @@ def _not_regular(tmp_path: Path, kind: str, suffix: str) -> Path:
 def test_out_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind, command):
     data = tmp_path / "labels.npy"
     np.save(data, np.array([0, 1]))
-    args = ["weights", "compute", data, "--num-classes", "2"] if command == "weights compute" else ["data", "generate", "--num-images", "3"]
+    args = (
+        ["weights", "compute", data, "--num-classes", "2"]
+        if command == "weights compute"
+        else ["data", "generate", "--num-images", "3"]
+    )
     target = _not_regular(tmp_path, kind, ".json" if command == "weights compute" else ".npz")
     start = time.monotonic()
     one_line_error(run(*args, "--out", target, "--force"), f"is a {kind}")
@@ -136,7 +150,9 @@ def test_a_device_as_out_is_refused(tmp_path):
         pytest.skip("no /dev/null here")
     data = tmp_path / "labels.npy"
     np.save(data, np.array([0, 1]))
-    one_line_error(run("weights", "compute", data, "--num-classes", "2", "--out", "/dev/null", "--force"), "is a character device")
+    one_line_error(
+        run("weights", "compute", data, "--num-classes", "2", "--out", "/dev/null", "--force"), "is a character device"
+    )
 
 
 def test_an_existing_out_needs_force(tmp_path):
@@ -157,22 +173,34 @@ def test_a_claimed_folder_is_refused_and_left_alone(tiny_corpus, tmp_path):
     folder = tmp_path / "run"
     with RunClaim.take(folder, create=True):
         with pytest.raises(ArcvaeError, match=f"in use by another arcvae run \\(process {os.getpid()}\\)"):
-            trainer.train(TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0])
+            trainer.train(
+                TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1),
+                quiet()[0],
+            )
         assert sorted(p.name for p in folder.iterdir()) == [".lock"]
-    trainer.train(TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0])
+    trainer.train(
+        TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0]
+    )
     assert (folder / "result.json").exists()
 
 
 def test_a_killed_runs_claim_is_stale_at_once(tiny_corpus, tmp_path):
     folder = tmp_path / "run"
     code = f"import sys, time; from arcvae.rundir import RunClaim; RunClaim.take(__import__('pathlib').Path({str(folder)!r}), create=True); print('held', flush=True); time.sleep(60)"
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO / "src")}
+    )
     assert holder.stdout.readline().strip() == b"held"
     with pytest.raises(ArcvaeError, match="in use by another arcvae run"):
-        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0])
+        trainer.train(
+            TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1),
+            quiet()[0],
+        )
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    trainer.train(TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0])
+    trainer.train(
+        TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True, epochs=1), quiet()[0]
+    )
 
 
 def test_a_running_run_cannot_be_resumed_twice(tiny_corpus, tmp_path, monkeypatch):
@@ -181,18 +209,36 @@ def test_a_running_run_cannot_be_resumed_twice(tiny_corpus, tmp_path, monkeypatc
     folder = tmp_path / "run"
     interrupted(TrainConfig(data=str(tiny_corpus), out=str(folder), quick_test=True, batch_size=256), monkeypatch)
     before = snapshot(folder)
-    with RunClaim.take(folder, create=False):  # as a resume in progress holds it
-        with pytest.raises(ArcvaeError, match="in use by another arcvae run"):
-            trainer.train(TrainConfig(), quiet()[0], resume=folder)
-    assert {k: v for k, v in snapshot(folder).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
+    # as a resume in progress holds it
+    with RunClaim.take(folder, create=False), pytest.raises(ArcvaeError, match="in use by another arcvae run"):
+        trainer.train(TrainConfig(), quiet()[0], resume=folder)
+    assert {k: v for k, v in snapshot(folder).items() if k != ".lock"} == {
+        k: v for k, v in before.items() if k != ".lock"
+    }
 
 
 @pytest.mark.slow
 def test_two_runs_started_together_in_one_folder(tiny_corpus, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "arcvae", "train", "--overfit-batch", "--quick-test", "--epochs", "1", "--data", str(tiny_corpus), "--out", str(out)]
-    procs = [subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) for seed in (1, 2)]
+    command = [
+        sys.executable,
+        "-m",
+        "arcvae",
+        "train",
+        "--overfit-batch",
+        "--quick-test",
+        "--epochs",
+        "1",
+        "--data",
+        str(tiny_corpus),
+        "--out",
+        str(out),
+    ]
+    procs = [
+        subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for seed in (1, 2)
+    ]
     results = [(p.wait(timeout=120), *(s.decode() for s in p.communicate())) for p in procs]
     winners = [r for r in results if r[0] == 0]
     losers = [r for r in results if r[0] != 0]
@@ -212,7 +258,7 @@ def torn_log_runs(tiny_corpus, tmp_path_factory) -> Path:
     from test_reliability import interrupted
 
     folder = tmp_path_factory.mktemp("torn")
-    config = dict(data=str(tiny_corpus), quick_test=True, batch_size=64, log_every_n_steps=4, seed=3)
+    config = {"data": str(tiny_corpus), "quick_test": True, "batch_size": 64, "log_every_n_steps": 4, "seed": 3}
     trainer.train(TrainConfig(out=str(folder / "straight"), **config), quiet()[0])
     with pytest.MonkeyPatch.context() as patch:
         interrupted(TrainConfig(out=str(folder / "resumed"), **config), patch)
@@ -288,7 +334,19 @@ def test_inconsistent_checkpoints_are_one_line_errors(finished_run, tmp_path, da
 
 def test_any_seed_up_to_2_63_trains_and_others_are_usage_errors(tiny_corpus, tmp_path):
     millis = 1_732_912_345_678
-    result = run("train", "--overfit-batch", "--quick-test", "--epochs", "1", "--data", tiny_corpus, "--out", tmp_path / "run", "--seed", millis)
+    result = run(
+        "train",
+        "--overfit-batch",
+        "--quick-test",
+        "--epochs",
+        "1",
+        "--data",
+        tiny_corpus,
+        "--out",
+        tmp_path / "run",
+        "--seed",
+        millis,
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == millis
     for bad in (-1, 2**63):
@@ -381,7 +439,9 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, delay):
     proc.wait(timeout=30)
     assert proc.returncode != 0 and [p.name for p in tmp_path.iterdir()] in ([], ["last.pt"])  # no temporary file
     if (tmp_path / "last.pt").exists():  # and what is there is whole
-        assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["big"], torch.arange(4_000_000, dtype=torch.float32))
+        assert torch.equal(
+            torch.load(tmp_path / "last.pt", weights_only=True)["big"], torch.arange(4_000_000, dtype=torch.float32)
+        )
 
 
 def test_sigterm_stops_a_run_with_one_line_and_it_resumes(tiny_corpus, tmp_path):
@@ -504,7 +564,9 @@ def test_training_with_a_hostile_cache(tiny_corpus, tmp_path, kind, no_quiet_per
     in_thread(lambda: trainer.train(TrainConfig(out=str(tmp_path / "b"), use_cached_weights=True, **base), report))
     assert out.getvalue().count("[WARNING]") == 1, out.getvalue()
     report, out = quiet()
-    in_thread(lambda: trainer.train(TrainConfig(out=str(tmp_path / "c"), **base), report))  # without --use-cached-weights
+    in_thread(
+        lambda: trainer.train(TrainConfig(out=str(tmp_path / "c"), **base), report)
+    )  # without --use-cached-weights
     assert "WARNING" not in out.getvalue()
     first, second = (json.loads((tmp_path / name / "class_weights.json").read_text())["weights"] for name in "ab")
     assert first == second
@@ -527,7 +589,9 @@ def corpus_with(path: Path, **members: np.ndarray) -> Path:
 
 
 def train_digest(corpus: Path, out: Path) -> str:
-    trainer.train(TrainConfig(data=str(corpus), out=str(out), overfit_batch=True, quick_test=True, epochs=1), quiet()[0])
+    trainer.train(
+        TrainConfig(data=str(corpus), out=str(out), overfit_batch=True, quick_test=True, epochs=1), quiet()[0]
+    )
     return json.loads((out / "class_weights.json").read_text())["metadata"]["data_digest"]
 
 
@@ -551,7 +615,9 @@ def test_one_key_names_one_member_for_every_command(tmp_path):
 
     rng = np.random.default_rng(1)
     first, other = (rng.integers(0, 10, size=(40, 16, 16), dtype=np.uint8) for _ in range(2))
-    corpus = corpus_with(tmp_path / "two.npz", train__npy=first, train__npy__npy=other, val__npy=first[:8], test__npy=first[:8])
+    corpus = corpus_with(
+        tmp_path / "two.npz", train__npy=first, train__npy__npy=other, val__npy=first[:8], test__npy=first[:8]
+    )
     digest_of_first = classweights.count_label_stats(first, 10, fingerprint=True).fingerprint
     assert classweights.count_label_stats(corpus, 10, key="train", fingerprint=True).fingerprint == digest_of_first
     assert (classweights.read_labels(corpus, key="train").labels == first).all()
@@ -591,7 +657,9 @@ def test_a_file_replaced_during_a_count_leaves_no_wrong_cache_entry(tmp_path, mo
     if cache == "--cache":  # the noted digest is the original's, the labels read are not: refused
         one_line_error(raced, "was replaced while it was being read")
     else:  # nothing of the cache was read: the weights and their digest are the new file's
-        assert raced.exit_code == 0 and json.loads(raced.stdout)["weights"] == pytest.approx(weights_of(data, "inverse"))
+        assert raced.exit_code == 0 and json.loads(raced.stdout)["weights"] == pytest.approx(
+            weights_of(data, "inverse")
+        )
     temporary = tmp_path / "restore.npy"
     temporary.write_bytes(original)
     os.replace(temporary, data)  # the original content again, in a new file
@@ -604,24 +672,30 @@ def test_a_file_replaced_during_a_count_leaves_no_wrong_cache_entry(tmp_path, mo
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and devices are POSIX")
 @pytest.mark.parametrize("kind", ["FIFO", "link to /dev/zero", "directory"])
-@pytest.mark.parametrize("command", [["weights", "compute"], ["data", "info"], ["train", "--overfit-batch", "--data"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "command", [["weights", "compute"], ["data", "info"], ["train", "--overfit-batch", "--data"]], ids=" ".join
+)
 def test_every_command_refuses_a_data_path_that_is_not_a_regular_file(tmp_path, kind, command):
     data = tmp_path / "data.npz"
     data.touch()
     plant(data, kind)
-    result = in_thread(lambda: run(*command, data, *(["--out", tmp_path / "run"] if command[0] == "train" else [])), seconds=30)
+    result = in_thread(
+        lambda: run(*command, data, *(["--out", tmp_path / "run"] if command[0] == "train" else [])), seconds=30
+    )
     line = one_line_error(result)
     assert "data.npz" in line or "'/dev/zero'" in line  # train names the file its --data resolves to
     assert any(word in line for word in ("FIFO", "device", "directory")), line
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", [["weights", "compute"], ["data", "info"], ["train", "--overfit-batch", "--data"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "command", [["weights", "compute"], ["data", "info"], ["train", "--overfit-batch", "--data"]], ids=" ".join
+)
 def test_every_command_refuses_a_header_claiming_a_terabyte_at_once(tmp_path, command):
     import io
     import zipfile
 
-    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1099511627776), }".encode()
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (1, 1099511627776), }"
     header += b" " * (-(len(header) + 11) % 64) + b"\n"
     member = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x00" * 256
     buffer = io.BytesIO()

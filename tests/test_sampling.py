@@ -74,7 +74,10 @@ def test_balanced_with_an_absent_class_is_sklearn_times_present_over_c():
     np.testing.assert_allclose(got, compute_sample_weight("balanced", y) * 3 / 4, rtol=1e-7)
 
 
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=50), st.lists(st.floats(0, 1e6, width=32, allow_subnormal=False), min_size=6, max_size=6))
+@given(
+    st.lists(st.integers(0, 5), min_size=1, max_size=50),
+    st.lists(st.floats(0, 1e6, width=32, allow_subnormal=False), min_size=6, max_size=6),
+)
 def test_given_weights_are_looked_up_exactly(y, weights):
     if not any(weights):
         weights[0] = 1.0
@@ -83,7 +86,9 @@ def test_given_weights_are_looked_up_exactly(y, weights):
 
 
 @pytest.mark.parametrize("method", ["inverse", "sqrt_inverse", "balanced", "uniform", "enet", "effective_number"])
-@pytest.mark.parametrize("options", [{}, {"smooth": 1.0}, {"normalize": True}, {"smooth": 2.0, "normalize": True, "clip": 3}])
+@pytest.mark.parametrize(
+    "options", [{}, {"smooth": 1.0}, {"normalize": True}, {"smooth": 2.0, "normalize": True, "clip": 3}]
+)
 def test_methods_use_weights_from_counts_with_smooth_0_and_no_normalisation_by_default(method, options):
     y = np.array([0] * 50 + [1] * 7 + [3] * 2)  # class 2 absent: the zero-count policy applies
     table = weights_from_counts(count_labels(y, 4), method, **{"smooth": 0.0, "normalize": False, **options})
@@ -120,7 +125,9 @@ def label_maps(draw):
 @given(case=label_maps(), method=st.sampled_from(["inverse", "balanced", "sqrt_inverse"]))
 def test_label_maps_reduce_like_the_reference(case, method, reduce):
     labels, c, ignore = case
-    table = weights_from_counts(count_labels(labels, c, ignore_index=ignore), method, smooth=0, normalize=False, ignore_index=ignore)
+    table = weights_from_counts(
+        count_labels(labels, c, ignore_index=ignore), method, smooth=0, normalize=False, ignore_index=ignore
+    )
     expected = per_sample_reference(labels, table.numpy(), ignore, reduce)
     got = sample_weights(labels, c, method=method, reduce=reduce, ignore_index=ignore)
     assert got.shape == (len(labels),) and got.dtype == torch.float32
@@ -139,7 +146,9 @@ def test_label_maps_mean_max_and_fully_ignored_samples():
 def test_ignore_index_inside_the_classes_gets_weight_zero_and_leaves_the_reduce():
     masks = np.array([[0, 1, 2, 2], [0, 0, 0, 0]])
     got = sample_weights(masks, 3, ignore_index=0)
-    table = weights_from_counts(count_labels(masks, 3, ignore_index=0), "inverse", smooth=0, normalize=False, ignore_index=0)
+    table = weights_from_counts(
+        count_labels(masks, 3, ignore_index=0), "inverse", smooth=0, normalize=False, ignore_index=0
+    )
     assert table[0] == 0
     np.testing.assert_allclose(got.numpy(), [(table[1] + 2 * table[2]) / 3, 0.0], rtol=1e-6)
 
@@ -153,7 +162,9 @@ def test_samples_of_different_sizes_and_samples_without_labels():
 def test_median_frequency_gathers_image_pixels_in_the_same_read():
     masks = np.array([[0, 0, 0, 1], [0, 2, 2, 2], [0, 0, 0, 0]])
     stats = count_label_stats(masks, 3, presence=True)
-    table = weights_from_counts(stats.counts, "median_frequency", smooth=0, normalize=False, image_pixels=stats.image_pixels)
+    table = weights_from_counts(
+        stats.counts, "median_frequency", smooth=0, normalize=False, image_pixels=stats.image_pixels
+    )
     expected = per_sample_reference(masks, table.numpy(), None, "mean")
     np.testing.assert_allclose(sample_weights(masks, 3, method="median_frequency").numpy(), expected, rtol=1e-6)
 
@@ -241,7 +252,9 @@ def test_bad_input_is_a_one_line_error_naming_the_value(tmp_path):
     one_line_error(lambda: sample_weights(y, 2, ignore_index="255"), "`ignore_index`", "'255'")
     one_line_error(lambda: sample_weights(y, 2, weights=[1.0]), "shape [2]", "[1]")
     one_line_error(lambda: sample_weights(y, 2, weights=[1.0, float("nan")]), "class 1", "nan")
-    one_line_error(lambda: sample_weights(y, 2, weights=[1.0, 1.0], method="balanced"), "either `weights`", "method='balanced'")
+    one_line_error(
+        lambda: sample_weights(y, 2, weights=[1.0, 1.0], method="balanced"), "either `weights`", "method='balanced'"
+    )
     one_line_error(lambda: sample_weights(y, 2, weights=[1.0, 1.0], smooth=1), "either `weights`", "smooth")
     one_line_error(lambda: sample_weights(y, 2, method="median"), "`method`", "'median'")
     one_line_error(lambda: sample_weights(y, 2, beta=0.9), "'inverse'", "beta")
@@ -300,7 +313,10 @@ def test_sampler_defaults_options_and_reproducibility():
     assert isinstance(sampler, WeightedRandomSampler)
     assert len(sampler) == 4 and sampler.replacement
     assert torch.equal(sampler.weights, sample_weights(masks, 3, reduce="max", ignore_index=255).double())
-    draws = [list(make_sampler(masks, 3, ignore_index=255, num_samples=50, generator=torch.Generator().manual_seed(7))) for _ in range(2)]
+    draws = [
+        list(make_sampler(masks, 3, ignore_index=255, num_samples=50, generator=torch.Generator().manual_seed(7)))
+        for _ in range(2)
+    ]
     assert draws[0] == draws[1] and 2 not in draws[0]  # the fully ignored sample has weight 0
     without = list(make_sampler(masks, 3, ignore_index=255, replacement=False, num_samples=3))
     assert sorted(without) == [0, 1, 3]
@@ -320,4 +336,6 @@ def test_sampler_bad_input():
 
 
 def test_sampler_refuses_more_samples_than_multinomial_draws_from():
-    one_line_error(lambda: make_sampler(torch.zeros(MAX_SAMPLER_SAMPLES + 1, dtype=torch.uint8), 1), str(MAX_SAMPLER_SAMPLES + 1))
+    one_line_error(
+        lambda: make_sampler(torch.zeros(MAX_SAMPLER_SAMPLES + 1, dtype=torch.uint8), 1), str(MAX_SAMPLER_SAMPLES + 1)
+    )

@@ -13,8 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import classweights.storage as storage
-from classweights import ClassWeightError, load_class_weights, save_class_weights
+from classweights import ClassWeightError, load_class_weights, save_class_weights, storage
 
 
 @given(st.lists(st.floats(min_value=0, max_value=1e6, width=32), min_size=1, max_size=20).filter(lambda w: sum(w) > 0))
@@ -102,15 +101,30 @@ def test_a_planted_pickle_never_runs(tmp_path, kind):
     ("content", "message"),
     [
         (b"", "is not a valid class-weights file"),
-        (b"{\"format\": \"classweights\", \"format_version\": 1, \"num_classes\": 2, \"weights\": [1.0,", "is not a valid class-weights file"),
+        (
+            b'{"format": "classweights", "format_version": 1, "num_classes": 2, "weights": [1.0,',
+            "is not a valid class-weights file",
+        ),
         (b"\x00\xff\x13garbage", "is not a valid class-weights file"),
         (b"[1, 2, 3]", "is not a class-weights file"),
-        (b"{\"format\": \"other\"}", "is not a class-weights file"),
-        (b"{\"format\": \"classweights\", \"format_version\": 99}", "has format_version 99"),
-        (b"{\"format\": \"classweights\", \"format_version\": 1, \"num_classes\": 2, \"weights\": [1.0, NaN]}", "NaN is not allowed"),
-        (b"{\"format\": \"classweights\", \"format_version\": 1, \"num_classes\": 2, \"weights\": [1.0, \"x\"]}", "list of numbers"),
-        (b"{\"format\": \"classweights\", \"format_version\": 1, \"num_classes\": 3, \"weights\": [1.0, 2.0]}", "\"num_classes\" is 3 but there are 2 weights"),
-        (b"{\"format\": \"classweights\", \"format_version\": 1, \"num_classes\": 2, \"weights\": [1.0, -2.0]}", "weight of class 1 to be >= 0"),
+        (b'{"format": "other"}', "is not a class-weights file"),
+        (b'{"format": "classweights", "format_version": 99}', "has format_version 99"),
+        (
+            b'{"format": "classweights", "format_version": 1, "num_classes": 2, "weights": [1.0, NaN]}',
+            "NaN is not allowed",
+        ),
+        (
+            b'{"format": "classweights", "format_version": 1, "num_classes": 2, "weights": [1.0, "x"]}',
+            "list of numbers",
+        ),
+        (
+            b'{"format": "classweights", "format_version": 1, "num_classes": 3, "weights": [1.0, 2.0]}',
+            '"num_classes" is 3 but there are 2 weights',
+        ),
+        (
+            b'{"format": "classweights", "format_version": 1, "num_classes": 2, "weights": [1.0, -2.0]}',
+            "weight of class 1 to be >= 0",
+        ),
         (b"PK\x03\x04 truncated zip", "could not load .* safely"),
     ],
 )

@@ -38,17 +38,27 @@ def test_study_on_a_tiny_corpus_writes_a_table_json_and_plot(tiny_corpus, tmp_pa
     assert set(record["arms"]) == {"none", "batch", "full", "full:inverse"}
     for arm, entry in record["arms"].items():
         [run] = entry["runs"]
-        assert run["seed"] == 42 and run["epochs"] == 1 and run["steps"] and len(run["steps"]) == len(run["foreground_accuracy"])
+        assert (
+            run["seed"] == 42
+            and run["epochs"] == 1
+            and run["steps"]
+            and len(run["steps"]) == len(run["foreground_accuracy"])
+        )
         assert entry["summary"]["runs"] == 1 and 0 <= entry["summary"]["reached_target"] <= 1
         assert run["perfect_rate"] == entry["summary"]["median_perfect_rate"]
-        assert json.loads((out / "runs" / f"{arm.replace(':', '-')}-seed42" / "config.json").read_text())["target_metric"] == "foreground"
+        assert (
+            json.loads((out / "runs" / f"{arm.replace(':', '-')}-seed42" / "config.json").read_text())["target_metric"]
+            == "foreground"
+        )
         assert (out / "runs" / f"{arm.replace(':', '-')}-seed42" / "reconstructions.png").exists()
     config = json.loads((out / "runs" / "batch-seed42" / "config.json").read_text())
     assert config["weights_from"] == "batch" and config["overfit_batch"]
     assert json.loads((out / "runs" / "none-seed42" / "config.json").read_text())["use_class_weights"] is False
     width, height = png_size(out / "study.png")
     assert width > 200 and height > 150
-    again = runner.invoke(app, ["study", "overfit", "--data", str(tiny_corpus), "--seeds", "1", "--epochs", "1", "--out", str(out)])
+    again = runner.invoke(
+        app, ["study", "overfit", "--data", str(tiny_corpus), "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    )
     assert again.exit_code == 1 and "already holds study runs" in again.stderr  # never mixes two studies
 
 
@@ -69,8 +79,12 @@ def test_summary_counts_targets_and_collapses():
                        ended_black=True),
             RunSummary("full", 44, "c", True, 8, pixel_accuracy=0.97, final_foreground_accuracy=0.95, min_class_accuracy=0.9)]  # fmt: skip
     s = summarise_arm(runs, 0.95)
-    assert (s["runs"], s["reached_target"], s["median_epochs_to_target"], s["collapsed"], s["ended_black"]) == (3, 2, 7.0, 1, 1)
+    assert (s["runs"], s["reached_target"], s["median_epochs_to_target"], s["collapsed"], s["ended_black"]) == (
+        3,
+        2,
+        7.0,
+        1,
+        1,
+    )
     assert s["median_pixel_accuracy"] == 0.96 and s["min_class_accuracy"] == 0.0
     assert s["median_perfect_rate"] == 0.25  # the median of the runs that have one
-
-

@@ -65,7 +65,9 @@ needs_arrow = pytest.mark.skipif(pa is None, reason="needs pyarrow")
 
 
 @needs_arrow
-@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+)
 def test_parquet_scalar_column_of_several_row_groups(tmp_path, dtype):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 7, 5000).astype(dtype)
@@ -90,7 +92,11 @@ def test_parquet_bool_column(tmp_path):
 def test_parquet_list_column_counts_and_presence(tmp_path):
     rows = ragged_rows(3, 2000, 6)
     path = tmp_path / "tokens.parquet"
-    pq.write_table(pa.table({"tokens": pa.array(rows, pa.list_(pa.uint8())), "n": [len(r) for r in rows]}), path, row_group_size=300)
+    pq.write_table(
+        pa.table({"tokens": pa.array(rows, pa.list_(pa.uint8())), "n": [len(r) for r in rows]}),
+        path,
+        row_group_size=300,
+    )
     flat = [label for row in rows for label in row]
     for chunk_size in (1, 17, 4096):
         stats = cw.count_label_stats(path, 6, key="tokens", presence=True, chunk_size=chunk_size)
@@ -108,7 +114,9 @@ def test_parquet_masks_as_fixed_size_and_nested_lists(tmp_path):
     expected = cw.count_label_stats(masks, 4, presence=True)
     for key in ("fixed", "nested"):
         stats = cw.count_label_stats(tmp_path / "m.parquet", 4, key=key, presence=True, chunk_size=200)
-        assert torch.equal(stats.counts, expected.counts) and torch.equal(stats.image_pixels, expected.image_pixels), key
+        assert torch.equal(stats.counts, expected.counts) and torch.equal(stats.image_pixels, expected.image_pixels), (
+            key
+        )
         assert stats.num_images == 300
 
 
@@ -137,7 +145,9 @@ def test_parquet_stream_reports_the_file_it_read(tmp_path):
 def test_compute_class_weights_reads_parquet(tmp_path):
     labels = np.random.default_rng(5).integers(0, 5, 3000)
     pq.write_table(pa.table({"label": labels, "x": np.zeros(3000)}), tmp_path / "d.parquet", row_group_size=1000)
-    weights = cw.compute_class_weights(tmp_path / "d.parquet", 5, method="balanced", smooth=0, normalize=False, key="label")
+    weights = cw.compute_class_weights(
+        tmp_path / "d.parquet", 5, method="balanced", smooth=0, normalize=False, key="label"
+    )
     expected = cw.weights_from_counts(torch.tensor(bincount(labels, 5)), "balanced", smooth=0, normalize=False)
     assert torch.allclose(weights, expected)
 
@@ -152,8 +162,14 @@ def test_fingerprint_of_a_scalar_or_fixed_column_equals_the_arrays(tmp_path):
     masks = rng.integers(0, 9, (500, 16)).astype(np.uint8)
     pq.write_table(pa.table({"label": labels}), tmp_path / "s.parquet", row_group_size=999)
     fixed = pa.table({"mask": pa.FixedSizeListArray.from_arrays(pa.array(masks.reshape(-1)), 16)})
-    assert cw.count_label_stats(tmp_path / "s.parquet", 9, fingerprint=True, chunk_size=77).fingerprint == cw.count_label_stats(labels, 9, fingerprint=True).fingerprint
-    assert cw.count_label_stats(fixed, 9, fingerprint=True, chunk_size=50).fingerprint == cw.count_label_stats(masks, 9, fingerprint=True).fingerprint
+    assert (
+        cw.count_label_stats(tmp_path / "s.parquet", 9, fingerprint=True, chunk_size=77).fingerprint
+        == cw.count_label_stats(labels, 9, fingerprint=True).fingerprint
+    )
+    assert (
+        cw.count_label_stats(fixed, 9, fingerprint=True, chunk_size=50).fingerprint
+        == cw.count_label_stats(masks, 9, fingerprint=True).fingerprint
+    )
 
 
 @needs_arrow
@@ -164,7 +180,10 @@ def test_fingerprint_of_a_list_column_covers_where_rows_end(tmp_path):
     assert first.counts.tolist() == second.counts.tolist()
     assert first.fingerprint != second.fingerprint
     pq.write_table(one, tmp_path / "one.parquet", row_group_size=1)
-    assert cw.count_label_stats(tmp_path / "one.parquet", 3, fingerprint=True, chunk_size=1).fingerprint == first.fingerprint
+    assert (
+        cw.count_label_stats(tmp_path / "one.parquet", 3, fingerprint=True, chunk_size=1).fingerprint
+        == first.fingerprint
+    )
 
 
 @needs_arrow
@@ -206,7 +225,11 @@ def test_list_columns_match_a_per_row_reference(rows, chunk_size, row_group_size
         pq.write_table(table, path, row_group_size=row_group_size)
         again = cw.count_label_stats(path, 5, presence=True, fingerprint=True, chunk_size=chunk_size)
     assert again.counts.tolist() == stats.counts.tolist() and again.image_pixels.tolist() == stats.image_pixels.tolist()
-    assert again.fingerprint == cw.count_label_stats(table, 5, fingerprint=True, chunk_size=1000).fingerprint == stats.fingerprint
+    assert (
+        again.fingerprint
+        == cw.count_label_stats(table, 5, fingerprint=True, chunk_size=1000).fingerprint
+        == stats.fingerprint
+    )
 
 
 # ----------------------------------------------------- pyarrow.Table ----
@@ -257,14 +280,20 @@ def test_dictionary_columns_are_decoded():
 @needs_arrow
 def test_missing_or_ambiguous_column(tmp_path):
     pq.write_table(pa.table({"label": [0, 1], "image": [0.5, 0.2]}), tmp_path / "t.parquet")
-    with pytest.raises(ClassWeightError, match=r"key 'lable' not found in '.*t\.parquet'; available columns: label, image$"):
+    with pytest.raises(
+        ClassWeightError, match=r"key 'lable' not found in '.*t\.parquet'; available columns: label, image$"
+    ):
         cw.count_labels(tmp_path / "t.parquet", 2, key="lable")
-    with pytest.raises(ClassWeightError, match="has 2 columns; pass key= to name the label column, one of: label, image"):
+    with pytest.raises(
+        ClassWeightError, match="has 2 columns; pass key= to name the label column, one of: label, image"
+    ):
         cw.count_labels(tmp_path / "t.parquet", 2)
     with pytest.raises(ClassWeightError, match="Expected key= to name a column of the table"):
         cw.count_labels(pa.table({"label": [0, 1]}), 2, key=0)
     twice = pa.Table.from_arrays([pa.array([0, 1]), pa.array([1, 1])], names=["label", "label"])
-    with pytest.raises(ClassWeightError, match="the table has 2 columns named 'label'; expected one column of that name"):
+    with pytest.raises(
+        ClassWeightError, match="the table has 2 columns named 'label'; expected one column of that name"
+    ):
         cw.count_labels(twice, 2, key="label")
     pq.write_table(twice, tmp_path / "twice.parquet")
     with pytest.raises(ClassWeightError, match="has 2 columns named 'label'"):
@@ -279,8 +308,14 @@ def test_missing_or_ambiguous_column(tmp_path):
         (lambda: pa.array([[0], None, [1]], pa.list_(pa.int64())), r"row 1 holds a null label"),
         (lambda: pa.array([[[0]], [[1], [0, None]]], pa.list_(pa.list_(pa.int64()))), r"row 1 holds a null label"),
         (lambda: pa.array([None, None]), r"holds only nulls"),
-        (lambda: pa.array(["cat", "dog"]), r"expected integer labels, but got Arrow type string; map string labels to integers first"),
-        (lambda: pa.array(["cat", "dog"]).dictionary_encode(), r"Arrow type string; map string labels to integers first"),
+        (
+            lambda: pa.array(["cat", "dog"]),
+            r"expected integer labels, but got Arrow type string; map string labels to integers first",
+        ),
+        (
+            lambda: pa.array(["cat", "dog"]).dictionary_encode(),
+            r"Arrow type string; map string labels to integers first",
+        ),
         (lambda: pa.array([[b"x"]], pa.list_(pa.binary())), r"expected integer labels, but got Arrow type binary"),
         (lambda: pa.array([{"a": 1}]), r"expected integer labels, but got Arrow type struct"),
     ],
@@ -302,8 +337,14 @@ def test_nulls_are_named_by_their_row_in_a_later_row_group(tmp_path):
 
 @needs_arrow
 def test_bad_labels_are_named_by_row_and_position(tmp_path):
-    pq.write_table(pa.table({"y": pa.array([[0, 1], [2], [1, 0, 7]], pa.list_(pa.int64()))}), tmp_path / "b.parquet", row_group_size=2)
-    with pytest.raises(ClassWeightError, match=r"\['y'\]: label 7 at row 2, position 2 is out of range for num_classes=3"):
+    pq.write_table(
+        pa.table({"y": pa.array([[0, 1], [2], [1, 0, 7]], pa.list_(pa.int64()))}),
+        tmp_path / "b.parquet",
+        row_group_size=2,
+    )
+    with pytest.raises(
+        ClassWeightError, match=r"\['y'\]: label 7 at row 2, position 2 is out of range for num_classes=3"
+    ):
         cw.count_labels(tmp_path / "b.parquet", 3)
     with pytest.raises(ClassWeightError, match=r"label 0.5 at row 1 is not a class index"):
         cw.count_labels(pa.table({"y": [1.0, 0.5]}), 3)
@@ -340,7 +381,9 @@ print(json.dumps(seen))
 
 
 @needs_arrow
-@pytest.mark.parametrize(("compression", "seed"), [("snappy", 1), ("zstd", 2)])  # seeds whose mutants once aborted pyarrow
+@pytest.mark.parametrize(
+    ("compression", "seed"), [("snappy", 1), ("zstd", 2)]
+)  # seeds whose mutants once aborted pyarrow
 def test_damaged_parquet_files_byte_by_byte(tmp_path, compression, seed):
     """Mutated files (1-4 random bytes) give counts or a one-line ClassWeightError, and the process survives.
 
@@ -348,8 +391,18 @@ def test_damaged_parquet_files_byte_by_byte(tmp_path, compression, seed):
     aborts on some damaged footers when their column-chunk statistics are read, so none are read.)
     """
     rows = pa.array([[0, 1, 2], [1], []] * 50, pa.list_(pa.int8()))
-    pq.write_table(pa.table({"y": rows, "s": np.arange(150) % 3}), tmp_path / "f.parquet", row_group_size=40, compression=compression)
-    out = subprocess.run([sys.executable, "-c", _MUTANTS, str(tmp_path / "f.parquet"), str(seed)], capture_output=True, text=True, check=False)
+    pq.write_table(
+        pa.table({"y": rows, "s": np.arange(150) % 3}),
+        tmp_path / "f.parquet",
+        row_group_size=40,
+        compression=compression,
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _MUTANTS, str(tmp_path / "f.parquet"), str(seed)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout)
     assert set(seen) <= {"counted", "one-line error"} and sum(seen.values()) == 600, seen
@@ -357,7 +410,9 @@ def test_damaged_parquet_files_byte_by_byte(tmp_path, compression, seed):
 
 
 def test_parquet_paths_that_are_missing_or_not_files(tmp_path):
-    with pytest.raises(ClassWeightError, match=r"Expected an existing \.parquet file, but '.*nope\.parquet' does not exist"):
+    with pytest.raises(
+        ClassWeightError, match=r"Expected an existing \.parquet file, but '.*nope\.parquet' does not exist"
+    ):
         cw.count_labels(tmp_path / "nope.parquet", 3)
     (tmp_path / "dir.parquet").mkdir()
     with pytest.raises(ClassWeightError, match=r"Expected a \.parquet file, but '.*dir\.parquet' is a directory"):
@@ -383,7 +438,10 @@ def test_missing_pyarrow_is_a_one_line_hint(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", without_pyarrow)
     with pytest.raises(ClassWeightError) as info:
         cw.count_labels(tmp_path / "h.parquet", 2)
-    assert str(info.value) == f"reading {str(tmp_path / 'h.parquet')!r} needs pyarrow, which is not installed: pip install \"classweights[arrow]\""
+    assert (
+        str(info.value)
+        == f'reading {str(tmp_path / "h.parquet")!r} needs pyarrow, which is not installed: pip install "classweights[arrow]"'
+    )
 
 
 # ------------------------------------------------------------- the CLI ----
@@ -406,12 +464,18 @@ def test_cli_weights_compute_reads_parquet_and_caches_by_its_content(tmp_path, m
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["counts"] == bincount(labels, 5)
     again = runner.invoke(app, args, catch_exceptions=False)
-    assert again.exit_code == 0 and "Loaded from the cache" in again.stdout and "(4,000 samples, 4,000 labels)" in again.stdout
+    assert (
+        again.exit_code == 0
+        and "Loaded from the cache" in again.stdout
+        and "(4,000 samples, 4,000 labels)" in again.stdout
+    )
     pq.write_table(pa.table({"label": labels[:100], "image": np.zeros(100)}), path)  # new content: counted anew
     third = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
     assert json.loads(third.stdout)["counts"] == bincount(labels[:100], 5)
     missing_key = runner.invoke(app, ["weights", "compute", str(path), "--num-classes", "5"])
-    assert missing_key.exit_code == 1 and "pass key= to name the label column, one of: label, image" in missing_key.stderr
+    assert (
+        missing_key.exit_code == 1 and "pass key= to name the label column, one of: label, image" in missing_key.stderr
+    )
 
 
 @needs_arrow
@@ -424,7 +488,9 @@ def test_count_multilabel_reads_multi_hot_columns(tmp_path):
         counts = cw.count_multilabel(tmp_path / "t.parquet", 5, key=key, chunk_size=50)
         assert counts.positives.tolist() == targets.sum(axis=0).tolist() and counts.num_samples == 300, key
     ragged = pa.table({"y": pa.array([[1, 0, 1, 0, 0], [1, 1, 0]], pa.list_(pa.int8()))})
-    with pytest.raises(ClassWeightError, match=r"table\['y'\]: expected multi-hot rows of num_classes=5 values, but a row holds 3"):
+    with pytest.raises(
+        ClassWeightError, match=r"table\['y'\]: expected multi-hot rows of num_classes=5 values, but a row holds 3"
+    ):
         cw.count_multilabel(ragged, 5)
 
 
@@ -438,7 +504,10 @@ def test_sample_weights_of_table_columns():
     assert torch.allclose(cw.sample_weights(lists, 4, method="balanced"), expected)
     assert torch.allclose(cw.sample_weights(pa.table({"y": labels[:, 0]}), 4), cw.sample_weights(labels[:, 0], 4))
     ragged = pa.table({"y": pa.array([[0, 1], [2], [1, 1]], pa.list_(pa.int64()))})
-    with pytest.raises(ClassWeightError, match=r"table\['y'\]: expected samples of one length for per-sample weights, but its rows hold 2 and 1 labels"):
+    with pytest.raises(
+        ClassWeightError,
+        match=r"table\['y'\]: expected samples of one length for per-sample weights, but its rows hold 2 and 1 labels",
+    ):
         cw.sample_weights(ragged, 3)
     with pytest.raises(ClassWeightError, match=r"table\['y'\]: label 7 at row 1, position 0 is out of range"):
         cw.sample_weights(pa.table({"y": pa.array([[0], [7]], pa.list_(pa.int64()))}), 3)
@@ -464,7 +533,10 @@ def test_count_multilabel_of_zarr_and_dask_arrays():
             cw.count_multilabel(lazy, 4)
         bad = targets.copy()
         bad[33, 1] = 2
-        with pytest.raises(ClassWeightError, match="dask array: expected multi-hot targets holding only 0 and 1, but sample 33, class 1 holds 2"):
+        with pytest.raises(
+            ClassWeightError,
+            match="dask array: expected multi-hot targets holding only 0 and 1, but sample 33, class 1 holds 2",
+        ):
             cw.count_multilabel(da.from_array(bad, chunks=(7, 3)), 3)
 
 
@@ -485,9 +557,13 @@ def test_hf_dataset_scalar_and_list_columns(hf):
     stats = cw.count_label_stats(dataset, 4, key="tokens", presence=True, chunk_size=100)
     assert stats.counts.tolist() == bincount([t for row in tokens for t in row], 4)
     assert stats.image_pixels.tolist() == presence_reference(tokens, 4)
-    with pytest.raises(ClassWeightError, match=r"dataset\['text'\]: expected integer labels, but got Arrow type string"):
+    with pytest.raises(
+        ClassWeightError, match=r"dataset\['text'\]: expected integer labels, but got Arrow type string"
+    ):
         cw.count_labels(dataset, 4, key="text")
-    with pytest.raises(ClassWeightError, match="key 'labels' not found in the dataset; available columns: label, tokens, text"):
+    with pytest.raises(
+        ClassWeightError, match="key 'labels' not found in the dataset; available columns: label, tokens, text"
+    ):
         cw.count_labels(dataset, 4, key="labels")
 
 
@@ -504,7 +580,9 @@ def test_hf_dataset_features_for_masks(hf):
     masks = np.random.default_rng(13).integers(0, 3, (40, 4, 4)).astype(np.uint8)
     features = hf.Features({"mask": hf.Array2D((4, 4), "uint8"), "label": hf.ClassLabel(names=["a", "b", "c"]),
                             "row": hf.Sequence(hf.Value("int8"), length=4)})  # fmt: skip
-    dataset = hf.Dataset.from_dict({"mask": masks, "label": [i % 3 for i in range(40)], "row": masks[:, 0].tolist()}, features=features)
+    dataset = hf.Dataset.from_dict(
+        {"mask": masks, "label": [i % 3 for i in range(40)], "row": masks[:, 0].tolist()}, features=features
+    )
     expected = cw.count_label_stats(masks, 3, presence=True)
     stats = cw.count_label_stats(dataset, 3, key="mask", presence=True, chunk_size=50)
     assert torch.equal(stats.counts, expected.counts) and torch.equal(stats.image_pixels, expected.image_pixels)
@@ -551,7 +629,9 @@ def test_zarr_array_errors():
     zarr = pytest.importorskip("zarr")
     array = zarr.create_array(store={}, shape=(4,), chunks=(2,), dtype="int16")
     array[:] = [0, 1, 9, 1]
-    with pytest.raises(ClassWeightError, match=r"zarr array: label 9 at flat index 2 is out of range for num_classes=3"):
+    with pytest.raises(
+        ClassWeightError, match=r"zarr array: label 9 at flat index 2 is out of range for num_classes=3"
+    ):
         cw.count_labels(array, 3)
     complex_array = zarr.create_array(store={}, shape=(2,), chunks=(2,), dtype="complex64")
     with pytest.raises(ClassWeightError, match="expected integer labels, but got an array of dtype complex64"):
@@ -597,7 +677,9 @@ def test_dask_blocks_of_any_shape_match_the_in_memory_count(dask_array, shape, d
 
     da = dask_array
 
-    labels = np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))).reshape(shape)
+    labels = np.asarray(
+        data.draw(st.lists(st.integers(0, 3), min_size=int(np.prod(shape)), max_size=int(np.prod(shape))))
+    ).reshape(shape)
     chunks = tuple(data.draw(st.integers(1, n)) for n in shape)
     expected = labels.reshape(-1)[labels.reshape(-1) != ignore] if ignore is not None else labels.reshape(-1)
     with dask.config.set(scheduler="sync"):
@@ -619,7 +701,9 @@ def test_dask_array_options(dask_array):
     array = dask_array.from_array(labels, chunks=(1, 2))
     seen = []
     with dask.config.set(scheduler="threads"):
-        stats = cw.count_label_stats(array, 2, ignore_index=255, presence=True, progress=lambda d, t: seen.append((d, t)))
+        stats = cw.count_label_stats(
+            array, 2, ignore_index=255, presence=True, progress=lambda d, t: seen.append((d, t))
+        )
         assert stats.counts.tolist() == [1, 3] and stats.image_pixels.tolist() == [2, 4]
         assert seen == [(2, 2)]
         assert cw.count_labels(dask_array.from_array(np.array(3.0)), 4).tolist() == [0, 0, 0, 1]
@@ -636,13 +720,18 @@ def test_dask_array_errors(dask_array):
     with dask.config.set(scheduler="threads"):
         with pytest.raises(ClassWeightError) as info:
             cw.count_labels(array, 10)
-        assert str(info.value) == "dask array block (2, 1): label 11 at index (47, 3) is out of range for num_classes=10 (expected 0 <= label < 10)"
+        assert (
+            str(info.value)
+            == "dask array block (2, 1): label 11 at index (47, 3) is out of range for num_classes=10 (expected 0 <= label < 10)"
+        )
         assert info.value.__cause__ is None
         with pytest.raises(ClassWeightError, match=r"label 0.5 at index \(1,\) is not a class index"):
             cw.count_labels(dask_array.from_array(np.array([1.0, 0.5])), 3)
         with pytest.raises(ClassWeightError, match=r"dask array: label 11 at .* is out of range"):
             cw.count_label_stats(array, 10, fingerprint=True)  # read here in row blocks
-        with pytest.raises(ClassWeightError, match="Expected an initialised torch.distributed process group for distributed=True"):
+        with pytest.raises(
+            ClassWeightError, match="Expected an initialised torch.distributed process group for distributed=True"
+        ):
             cw.count_labels(array, 12, distributed=True)
         with pytest.raises(ClassWeightError, match="Expected key=None for a Dask array"):
             cw.count_labels(array, 12, key="label")
@@ -655,7 +744,9 @@ def test_dask_array_errors(dask_array):
             cw.count_labels(dask_array.zeros((0, 3), chunks=1), 3)
         unknown = dask_array.from_array(labels, chunks=(20, 4))
         unknown = unknown[unknown[:, 0] == 0]
-        with pytest.raises(ClassWeightError, match=r"expected known chunk sizes, .*call .compute_chunk_sizes\(\) first"):
+        with pytest.raises(
+            ClassWeightError, match=r"expected known chunk sizes, .*call .compute_chunk_sizes\(\) first"
+        ):
             cw.count_labels(unknown, 12)
 
 
@@ -726,7 +817,10 @@ def test_dask_array_on_a_distributed_cluster(dask_array, cluster_client):
     broken[170, 2, 9] = 5
     with dask.config.set(scheduler=cluster_client), pytest.raises(ClassWeightError) as info:
         cw.count_labels(dask_array.from_array(broken, chunks=(30, 16, 8)), 5)
-    assert str(info.value) == "dask array block (5, 0, 1): label 5 at index (170, 2, 9) is out of range for num_classes=5 (expected 0 <= label < 5)"
+    assert (
+        str(info.value)
+        == "dask array block (5, 0, 1): label 5 at index (170, 2, 9) is out of range for num_classes=5 (expected 0 <= label < 5)"
+    )
 
 
 # -------------------------------------------------- torch.distributed ----
@@ -742,8 +836,12 @@ def test_distributed_ranks_read_their_shards_of_tables_and_zarr(tmp_path):
     labels = rng.integers(0, 6, 10_001)
     rows = ragged_rows(18, RAGGED_HASH_ROWS * 2 + 5, 6, longest=4)  # three fingerprint blocks of rows: split 1 + 2
     masks = rng.integers(0, 6, (99, 4, 4)).astype(np.uint8)
-    pq.write_table(pa.table({"label": labels, "w": np.ones(len(labels))}), tmp_path / "scalar.parquet", row_group_size=999)
-    pq.write_table(pa.table({"tokens": pa.array(rows, pa.list_(pa.uint8()))}), tmp_path / "lists.parquet", row_group_size=10_000)
+    pq.write_table(
+        pa.table({"label": labels, "w": np.ones(len(labels))}), tmp_path / "scalar.parquet", row_group_size=999
+    )
+    pq.write_table(
+        pa.table({"tokens": pa.array(rows, pa.list_(pa.uint8()))}), tmp_path / "lists.parquet", row_group_size=10_000
+    )
     expected = {
         "parquet scalar": cw.count_label_stats(labels, 6, presence=True, fingerprint=True),
         "parquet list": cw.count_label_stats(tmp_path / "lists.parquet", 6, presence=True, fingerprint=True),
@@ -768,5 +866,11 @@ def test_distributed_ranks_read_their_shards_of_tables_and_zarr(tmp_path):
         assert set(got) == set(expected)
         for name, want in expected.items():
             assert "error" not in got[name], (name, got[name])
-            assert got[name]["counts"] == want.counts.tolist() and got[name]["image_pixels"] == want.image_pixels.tolist(), name
-            assert (got[name]["num_images"], got[name]["num_labels"], got[name]["fingerprint"]) == (want.num_images, want.num_labels, want.fingerprint), name
+            assert (
+                got[name]["counts"] == want.counts.tolist() and got[name]["image_pixels"] == want.image_pixels.tolist()
+            ), name
+            assert (got[name]["num_images"], got[name]["num_labels"], got[name]["fingerprint"]) == (
+                want.num_images,
+                want.num_labels,
+                want.fingerprint,
+            ), name

@@ -68,7 +68,9 @@ def test_other_record_types_use_their_own_section():
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=False) | st.text(max_size=3),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text("abc", min_size=1, max_size=2), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text("abc", min_size=1, max_size=2), inner, max_size=3)
+    ),
     max_leaves=12,
 )
 records = st.builds(
@@ -76,7 +78,9 @@ records = st.builds(
     st.sampled_from([{}, {"type": "step"}, {"type": "epoch"}, {"type": "test"}, {"type": ""}, {"type": 3}]),
     st.dictionaries(st.just("epoch"), st.none() | st.integers(0, 100) | st.floats(allow_nan=False)),
     st.dictionaries(st.just("step"), values),
-    st.dictionaries(st.sampled_from(["loss", "val_loss", "eval_acc", "per_class_accuracy", "lr", "x"]), values, max_size=6),
+    st.dictionaries(
+        st.sampled_from(["loss", "val_loss", "eval_acc", "per_class_accuracy", "lr", "x"]), values, max_size=6
+    ),
 )
 
 
@@ -87,6 +91,7 @@ def test_flatten_properties(record):
     assert "step" not in flat and "type" not in flat
     assert not any(k.startswith(("step/", "type/")) for k in flat)
     assert flatten_record(record) == flat  # pure: the record is not changed
+
     # one float per number in the record (None and strings dropped), nothing invented
     def leaves(v):
         if isinstance(v, dict):
@@ -97,7 +102,11 @@ def test_flatten_properties(record):
 
     assert len(flat) == sum(leaves(v) for k, v in record.items() if k not in ("type", "step"))
     if isinstance(record.get("loss"), (int, float)):
-        section = {"step": "train"}.get(record.get("type"), record.get("type")) if isinstance(record.get("type"), str) else None
+        section = (
+            {"step": "train"}.get(record.get("type"), record.get("type"))
+            if isinstance(record.get("type"), str)
+            else None
+        )
         assert flat[f"{section}/loss" if section else "loss"] == float(record["loss"])
 
 
@@ -197,7 +206,10 @@ def test_wandb_project_env_wins_over_the_default(fake_wandb, tmp_path, monkeypat
     assert "mode" not in fake_wandb.inits[0]  # nor is WANDB_MODE overridden
 
 
-@pytest.mark.parametrize(("version", "reinit"), [("0.16.0", True), ("0.19.9", True), ("0.19.10", "finish_previous"), ("0.31.0", "finish_previous")])
+@pytest.mark.parametrize(
+    ("version", "reinit"),
+    [("0.16.0", True), ("0.19.9", True), ("0.19.10", "finish_previous"), ("0.31.0", "finish_previous")],
+)
 def test_reinit_matches_the_wandb_version(fake_wandb, tmp_path, version, reinit):
     fake_wandb.__version__ = version
     open_tracker(True, config={}, run_dir=tmp_path)
@@ -267,7 +279,9 @@ def test_a_failing_init_is_an_arcvae_error(fake_wandb, tmp_path):
 @pytest.fixture
 def offline_wandb(tmp_path, monkeypatch):
     """The real wandb in offline mode, its files under tmp_path."""
-    wandb = pytest.importorskip("wandb", reason='the optional wandb package is not installed: pip install -e ".[test,wandb]"')
+    wandb = pytest.importorskip(
+        "wandb", reason='the optional wandb package is not installed: pip install -e ".[test,wandb]"'
+    )
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     for var in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
@@ -281,7 +295,9 @@ def offline_wandb(tmp_path, monkeypatch):
 
 def test_real_wandb_offline_run(offline_wandb):
     run_dir = offline_wandb / "run"
-    tracker = open_tracker(True, config={"lr": 1e-3, "epochs": 2}, run_dir=run_dir, name="offline-test", wandb_group="tests")
+    tracker = open_tracker(
+        True, config={"lr": 1e-3, "epochs": 2}, run_dir=run_dir, name="offline-test", wandb_group="tests"
+    )
     assert isinstance(tracker, WandbTracker)
     assert tracker.run.project == "arcvae" and tracker.run.name == "offline-test"
     for step in (10, 20):
@@ -312,7 +328,9 @@ def test_train_with_wandb_offline_logs_the_run(offline_wandb, tiny_corpus):
     from arcvae.cli import app
 
     run_dir = offline_wandb / "train-run"
-    result = CliRunner().invoke(app, ["train", "--overfit-batch", "--quick-test", "--data", str(tiny_corpus), "--out", str(run_dir), "--wandb"])
+    result = CliRunner().invoke(
+        app, ["train", "--overfit-batch", "--quick-test", "--data", str(tiny_corpus), "--out", str(run_dir), "--wandb"]
+    )
     assert result.exit_code == 0, result.output
     [offline] = (run_dir / "wandb").glob("offline-run-*")
     assert any(offline.glob("*.wandb"))
@@ -324,6 +342,8 @@ def test_train_with_wandb_but_without_the_package_says_how_to_install(monkeypatc
     from arcvae.cli import app
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb now raises ImportError
-    result = CliRunner().invoke(app, ["train", "--overfit-batch", "--data", str(tiny_corpus), "--out", str(tmp_path / "run"), "--wandb"])
+    result = CliRunner().invoke(
+        app, ["train", "--overfit-batch", "--data", str(tiny_corpus), "--out", str(tmp_path / "run"), "--wandb"]
+    )
     assert result.exit_code == 1 and 'pip install "classweights[wandb]"' in result.stderr
     assert not (tmp_path / "run").exists()

@@ -43,7 +43,9 @@ def test_overfit_mode_memorises_the_batch_within_10_epochs(tiny_corpus, tmp_path
     saved = json.loads((tmp_path / "run" / "class_weights.json").read_text())
     assert sum(saved["metadata"]["counts"]) == 1600 * 256
     steps = records(tmp_path / "run", "step")
-    assert steps and {"loss", "pixel_accuracy", "foreground_accuracy", "per_class_accuracy", "beta", "lr"} <= set(steps[0])
+    assert steps and {"loss", "pixel_accuracy", "foreground_accuracy", "per_class_accuracy", "beta", "lr"} <= set(
+        steps[0]
+    )
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 
 
@@ -54,26 +56,51 @@ def test_counting_progress_is_the_same_whatever_the_number_of_threads(tiny_corpu
         # that has called torch.set_num_threads cannot use torch in a forked child any more)
         monkeypatch.setattr(torch, "get_num_threads", lambda n=n: n)
         report, out = quiet()
-        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / f"t{n}"), overfit_batch=True, quick_test=True, epochs=1), report)
+        trainer.train(
+            TrainConfig(
+                data=str(tiny_corpus), out=str(tmp_path / f"t{n}"), overfit_batch=True, quick_test=True, epochs=1
+            ),
+            report,
+        )
         lines.append([line for line in out.getvalue().splitlines() if "samples..." in line])
-    assert lines[0] == lines[1] == ["Computing class weights from 1600 samples..."] + [f"  Processed {200 * k}/1600 samples..." for k in range(1, 9)]
+    assert (
+        lines[0]
+        == lines[1]
+        == ["Computing class weights from 1600 samples..."]
+        + [f"  Processed {200 * k}/1600 samples..." for k in range(1, 9)]
+    )
 
 
 def test_normal_quick_test_writes_a_complete_run_folder(tiny_corpus, tmp_path):
     report, out = quiet()
-    result = trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, batch_size=64, log_every_n_steps=5), report)
+    result = trainer.train(
+        TrainConfig(
+            data=str(tiny_corpus), out=str(tmp_path / "run"), quick_test=True, batch_size=64, log_every_n_steps=5
+        ),
+        report,
+    )
     run = tmp_path / "run"
     assert result.epochs_run == 3 and (result.best_epoch is None) == (result.best_val_balanced_accuracy is None)
     assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "class_weights.json", "checkpoints", "result.json",
                                                "reconstructions.png", "curves.png", ".lock"}  # fmt: skip
-    for name, size in (("reconstructions.png", (50 + 125 * 8, 275)), ("curves.png", (1000, 700))):  # documented in arcvae.plots
+    for name, size in (
+        ("reconstructions.png", (50 + 125 * 8, 275)),
+        ("curves.png", (1000, 700)),
+    ):  # documented in arcvae.plots
         data = (run / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == size, name
     best = {"best.pt"} if result.best_epoch is not None else set()  # only an epoch that beat an all-black model
     assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.pt"} | best
     epochs = records(run, "epoch")
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
-    assert {"val_loss", "val_pixel_accuracy", "val_foreground_accuracy", "val_balanced_accuracy", "val_per_class_accuracy", "lr"} <= set(epochs[0])
+    assert {
+        "val_loss",
+        "val_pixel_accuracy",
+        "val_foreground_accuracy",
+        "val_balanced_accuracy",
+        "val_per_class_accuracy",
+        "lr",
+    } <= set(epochs[0])
     assert json.loads((run / "config.json").read_text())["quick_test"] is True
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "weights_fingerprint"} <= set(state)
@@ -85,7 +112,10 @@ def test_an_existing_run_is_never_overwritten(tiny_corpus, tmp_path):
     trainer.train(config, quiet()[0])
     before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
     with pytest.raises(ArcvaeError, match="already holds a run; pass --resume"):
-        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
+        trainer.train(
+            TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True),
+            quiet()[0],
+        )
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
 
 
@@ -109,7 +139,9 @@ def test_unavailable_device_is_a_clear_error(device):
 
 
 def test_resuming_a_finished_run_does_nothing(tiny_corpus, tmp_path):
-    trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0])
+    trainer.train(
+        TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), quiet()[0]
+    )
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
     report, out = quiet()
     result = trainer.train(TrainConfig(), report, resume=tmp_path / "run")
@@ -119,7 +151,13 @@ def test_resuming_a_finished_run_does_nothing(tiny_corpus, tmp_path):
 
 
 def test_median_frequency_weights_in_training(tiny_corpus, tmp_path):
-    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True, weights_method="median_frequency")
+    config = TrainConfig(
+        data=str(tiny_corpus),
+        out=str(tmp_path / "run"),
+        overfit_batch=True,
+        quick_test=True,
+        weights_method="median_frequency",
+    )
     trainer.train(config, quiet()[0])
     saved = json.loads((tmp_path / "run" / "class_weights.json").read_text())
     assert saved["metadata"]["method"] == "median_frequency" and len(saved["weights"]) == 10
@@ -133,7 +171,9 @@ def test_an_all_black_batch_is_reported_without_crashing(tiny_corpus, tmp_path):
     splits["train"][:40] = 0
     path = save_corpus(splits, tmp_path / "black.npz")
     report, out = quiet()
-    result = trainer.train(TrainConfig(data=str(path), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), report)
+    result = trainer.train(
+        TrainConfig(data=str(path), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True), report
+    )
     assert result.final["foreground_accuracy"] is None
     assert "n/a" in out.getvalue() or "✓" in out.getvalue()
 
@@ -151,7 +191,9 @@ def test_early_stopping_waits_for_the_beta_schedule_to_settle(tiny_corpus, tmp_p
 def test_a_folder_left_before_the_first_checkpoint_can_be_reused(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps(TrainConfig(data=str(tiny_corpus)).to_dict()))  # what a run writes first
+    (run / "config.json").write_text(
+        json.dumps(TrainConfig(data=str(tiny_corpus)).to_dict())
+    )  # what a run writes first
     (run / "metrics.jsonl").write_text('{"type": "step", "step": 99}\n')
     (run / ".metrics.jsonl.k2x9_a.tmp").write_text('{"type": "st')  # a write cut short by a kill
     trainer.train(TrainConfig(data=str(tiny_corpus), out=str(run), overfit_batch=True, quick_test=True), quiet()[0])
@@ -160,7 +202,10 @@ def test_a_folder_left_before_the_first_checkpoint_can_be_reused(tiny_corpus, tm
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(ArcvaeError, match="holds other files \\(notes.txt\\)"):
-        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "other"), overfit_batch=True, quick_test=True), quiet()[0])
+        trainer.train(
+            TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "other"), overfit_batch=True, quick_test=True),
+            quiet()[0],
+        )
 
 
 @pytest.mark.parametrize("files", [{"config.json": "{}"}, {"config.json": '{"lr": 1}', "metrics.jsonl": "mine\n"}, {"metrics.jsonl": "{}\n"}],
@@ -171,7 +216,9 @@ def test_a_folder_with_files_of_run_names_that_are_not_a_runs_is_left_alone(tiny
     for name, text in files.items():
         (folder / name).write_text(text)
     with pytest.raises(ArcvaeError, match="not a run's|without a run's config.json"):
-        trainer.train(TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True), quiet()[0])
+        trainer.train(
+            TrainConfig(data=str(tiny_corpus), out=str(folder), overfit_batch=True, quick_test=True), quiet()[0]
+        )
     assert {p.name: p.read_text() for p in folder.iterdir()} == files
 
 
@@ -225,7 +272,9 @@ def test_the_overfit_learning_rate_does_not_depend_on_epochs():
     short, default = (learning_rates(TrainConfig(overfit_batch=True, epochs=epochs), 500) for epochs in (10, 50))
     assert short == default  # --epochs only stops an overfit run sooner
     assert default[0] == 5e-4 and default[250] < default[0]  # a cosine, 2,500 steps long
-    assert learning_rates(TrainConfig(epochs=10), 500) != learning_rates(TrainConfig(epochs=50), 500)  # normal mode: over --epochs
+    assert learning_rates(TrainConfig(epochs=10), 500) != learning_rates(
+        TrainConfig(epochs=50), 500
+    )  # normal mode: over --epochs
 
 
 def test_the_learning_rate_stays_at_its_floor_after_the_cosine():
@@ -236,7 +285,12 @@ def test_the_learning_rate_stays_at_its_floor_after_the_cosine():
 
 @pytest.mark.parametrize(
     ("metric", "key"),
-    [("pixel", "pixel_accuracy"), ("foreground", "foreground_accuracy"), ("balanced", "balanced_accuracy"), ("perfect", "perfect_rate")],
+    [
+        ("pixel", "pixel_accuracy"),
+        ("foreground", "foreground_accuracy"),
+        ("balanced", "balanced_accuracy"),
+        ("perfect", "perfect_rate"),
+    ],
 )
 def test_the_target_applies_to_the_target_metric(metric, key):
     config = TrainConfig(overfit_batch=True, target_metric=metric, target_accuracy=0.9)

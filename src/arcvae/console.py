@@ -13,4 +13,8 @@ def default_console(*, stderr: bool = False) -> Console:
     objects and ``style=`` arguments, never from the text itself).
     """
     console = Console(highlight=False, soft_wrap=True, stderr=stderr, markup=False)
-    return console if console.is_terminal else Console(highlight=False, soft_wrap=True, stderr=stderr, width=120, markup=False)
+    return (
+        console
+        if console.is_terminal
+        else Console(highlight=False, soft_wrap=True, stderr=stderr, width=120, markup=False)
+    )

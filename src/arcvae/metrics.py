@@ -28,7 +28,12 @@ class Tally:
     @classmethod
     def zeros(cls, num_classes: int, device: torch.device | str = "cpu") -> Tally:
         z = torch.zeros(num_classes, dtype=torch.int64, device=device)
-        return cls(z, z.clone(), torch.zeros((), dtype=torch.int64, device=device), torch.zeros((), dtype=torch.int64, device=device))
+        return cls(
+            z,
+            z.clone(),
+            torch.zeros((), dtype=torch.int64, device=device),
+            torch.zeros((), dtype=torch.int64, device=device),
+        )
 
     def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
         """Add a batch: ``preds`` and ``targets`` are ``[B, H, W]`` class indices. No host sync."""
