@@ -203,12 +203,14 @@ def test_torchrun_overfit_quick_test_prints_once_and_writes_one_run(tiny_data, t
 
 @pytest.mark.slow
 def test_ddp_ranks_end_identical_and_resume_step_for_step(tiny_data, tmp_path):
-    # both modes in one launch: overfit mode splits one batch between the ranks, normal mode shards every batch
-    # and normal mode with weights counted on every batch: the ranks sum the counts of their shares of it
-    result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit,normal,per-batch")
+    # both modes in one launch: overfit mode splits one batch between the ranks; normal mode shards every batch, here
+    # with weights counted on each batch, the ranks summing the counts of their shares (normal mode with the full
+    # split's weights differs only in where its weights come from, which overfit mode checks; docs/distributed.md
+    # interrupts and resumes such a run)
+    result = torchrun(str(HERE / "dist_train_worker.py"), str(tiny_data), str(tmp_path), "overfit,per-batch")
     assert result.returncode == 0, result.stderr[-3000:]
     weights = classweights.compute_class_weights(np.load(tiny_data)["train"], 10)
-    for mode in ("overfit", "normal", "per-batch"):
+    for mode in ("overfit", "per-batch"):
         folder = tmp_path / mode
         for run in ("straight", "resumed"):
             a, b = (torch.load(folder / f"{run}-rank{r}.pt", weights_only=True) for r in range(2))
@@ -223,8 +225,6 @@ def test_ddp_ranks_end_identical_and_resume_step_for_step(tiny_data, tmp_path):
         assert straight == resumed and len(straight) > 5, (
             mode
         )  # the resumed DDP run logs the same numbers, step for step
-    per_batch, normal = ((tmp_path / m / "straight" / "metrics.jsonl").read_text() for m in ("per-batch", "normal"))
-    assert per_batch != normal  # the batches' own weights trained another model than the full split's
     for rank in range(2):  # the group is really gone once destroyed: no gloo thread is left to abort the exit
         threads = json.loads((tmp_path / f"threads-rank{rank}.json").read_text())
         assert threads is None or not [name for name in threads if "gloo" in name], threads

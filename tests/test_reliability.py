@@ -39,6 +39,8 @@ from classweights import ClassWeightError, load_class_weights, save_class_weight
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
+ONE_QUICK_EPOCH = ("train", "--overfit-batch", "--quick-test", "--epochs", "1")  # arguments of a short run
+
 
 def run(*args: object):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
@@ -634,20 +636,7 @@ def existing_state(tiny_corpus, tmp_path_factory) -> Path:
         patch.setattr(weight_cache, "QUIET_NS", -1)
         assert compute(labels_file(folder)).exit_code == 0
         assert run("weights", "compute", tiny_corpus, "--out", folder / "weights.json").exit_code == 0
-        assert (
-            run(
-                "train",
-                "--overfit-batch",
-                "--quick-test",
-                "--epochs",
-                "1",
-                "--data",
-                tiny_corpus,
-                "--out",
-                folder / "run",
-            ).exit_code
-            == 0
-        )
+        assert run(*ONE_QUICK_EPOCH, "--data", tiny_corpus, "--out", folder / "run").exit_code == 0
     return folder
 
 

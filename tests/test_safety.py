@@ -31,6 +31,8 @@ from arcvae.rundir import RunClaim
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
+ONE_QUICK_EPOCH = ("train", "--overfit-batch", "--quick-test", "--epochs", "1")  # arguments of a short run
+
 
 def run(*args: object):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
@@ -221,20 +223,7 @@ def test_a_running_run_cannot_be_resumed_twice(tiny_corpus, tmp_path, monkeypatc
 def test_two_runs_started_together_in_one_folder(tiny_corpus, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "arcvae",
-        "train",
-        "--overfit-batch",
-        "--quick-test",
-        "--epochs",
-        "1",
-        "--data",
-        str(tiny_corpus),
-        "--out",
-        str(out),
-    ]
+    command = [sys.executable, "-m", "arcvae", *ONE_QUICK_EPOCH, "--data", str(tiny_corpus), "--out", str(out)]
     procs = [
         subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         for seed in (1, 2)
@@ -334,19 +323,7 @@ def test_inconsistent_checkpoints_are_one_line_errors(finished_run, tmp_path, da
 
 def test_any_seed_up_to_2_63_trains_and_others_are_usage_errors(tiny_corpus, tmp_path):
     millis = 1_732_912_345_678
-    result = run(
-        "train",
-        "--overfit-batch",
-        "--quick-test",
-        "--epochs",
-        "1",
-        "--data",
-        tiny_corpus,
-        "--out",
-        tmp_path / "run",
-        "--seed",
-        millis,
-    )
+    result = run(*ONE_QUICK_EPOCH, "--data", tiny_corpus, "--out", tmp_path / "run", "--seed", millis)
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == millis
     for bad in (-1, 2**63):
