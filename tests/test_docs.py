@@ -718,10 +718,9 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
         "arcvae --version",
         'mkdir -p sub && cd sub && arcvae weights compute ../missing.npz; echo "exit $?"; cd ..',
         "python -c \"import numpy as np; np.save('m.npy', np.array([[0, 1], [1, 2]], np.uint8))\"",
-        "ARCVAE_X=1 COLUMNS=70 arcvae weights compute m.npy --num-classes 3 --method inverse --json | tail -1",
-        'arcvae weights compute m.npy --num-classes 3 --method nope 2>&1 | head -3; echo "${PIPESTATUS[0]}"',
-        'arcvae train --epochs 0 > out.txt 2>&1; echo "exit $?"; wc -l < out.txt',
-        "arcvae data generate --out g.npz --num-images 40 > /dev/null && arcvae data info g.npz",
+        # the environment: the cache goes where this command's XDG_CACHE_HOME says
+        'XDG_CACHE_HOME="$PWD/other" arcvae weights compute m.npy --num-classes 3 --json | tail -1; ls other/arcvae/weights',
+        'arcvae train --epochs 0 > out.txt 2>&1; echo "exit $?"; wc -l < out.txt',  # a usage error, on stderr
     ]
     outputs, found = {}, {}
     for warm in (True, False):
@@ -738,7 +737,8 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
             session.close()
     assert "warm-bin" in found[True] and "warm-bin" not in found[False]
     assert outputs[True] == outputs[False]
-    assert outputs[True][1][0].endswith("exit 1\n") and "exit 2" in outputs[True][5][0]  # the commands did run
+    assert outputs[True][1][0].endswith("exit 1\n") and "exit 2" in outputs[True][4][0]  # the commands did run
+    assert outputs[True][3][0].rstrip().endswith(".json")  # and the cache file is in the folder it named
 
 
 def test_output_matching() -> None:
