@@ -104,7 +104,7 @@ def _corrupt(tmp_path):
         (
             lambda p: (np.savez(p / "k.npz", val=np.zeros((2, 16, 16), np.uint8)), p / "k.npz")[1],
             ["--key", "train"],
-            ["key 'train' not found", "available keys: val"],
+            ["key 'train' not found", "available keys: 'val'"],
         ),
         (
             lambda p: (np.savez(p / "r.npz", train=np.full((2, 16, 16), 12, np.uint8)), p / "r.npz")[1],

@@ -256,10 +256,10 @@ def test_wrong_suffix_and_directory(tmp_path):
 
 def test_missing_npz_key_lists_the_keys(tmp_path):
     np.savez(tmp_path / "d.npz", train=np.zeros(3, np.uint8), val=np.zeros(3, np.uint8))
-    with pytest.raises(ClassWeightError, match="key 'test' not found in .*d.npz'; available keys: train, val"):
+    with pytest.raises(ClassWeightError, match="key 'test' not found in .*d.npz'; available keys: 'train', 'val'"):
         count_labels(tmp_path / "d.npz", 3, key="test")
     np.savez(tmp_path / "e.npz", a=np.zeros(3, np.uint8), b=np.zeros(3, np.uint8))
-    with pytest.raises(ClassWeightError, match="pass key= one of: a, b"):
+    with pytest.raises(ClassWeightError, match="pass key= one of: 'a', 'b'"):
         count_labels(tmp_path / "e.npz", 3)
 
 

@@ -421,7 +421,7 @@ def test_missing_key_lists_available(tmp_path: Path) -> None:
     with pytest.raises(ArcvaeError, match="key 'train' not found") as err:
         load_split(path, "train")
     message = _assert_names(err, path, "train")
-    assert "available keys: images, labels" in message
+    assert "available keys: 'images', 'labels'" in message
     with pytest.raises(ArcvaeError, match="key 'val' not found") as err:
         load_corpus(_write_npz(tmp_path / "y.npz", train=_valid(2)))
 

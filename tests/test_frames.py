@@ -41,10 +41,10 @@ def test_dataframe_columns():
     assert cw.count_labels(frame[["y"]], 3).tolist() == [1, 1, 2]  # one column: no key needed
     assert cw.class_weight_dict(frame["y"]) == cw.class_weight_dict(np.array([0, 2, 2, 1]))
     with pytest.raises(
-        ClassWeightError, match="the DataFrame has 2 columns; pass key= to name the label column, one of: y, x"
+        ClassWeightError, match="the DataFrame has 2 columns; pass key= to name the label column, one of: 'y', 'x'"
     ):
         cw.count_labels(frame, 3)
-    with pytest.raises(ClassWeightError, match="key 'label' not found in the DataFrame; available columns: y, x"):
+    with pytest.raises(ClassWeightError, match="key 'label' not found in the DataFrame; available columns: 'y', 'x'"):
         cw.count_labels(frame, 3, key="label")
     with pytest.raises(ClassWeightError, match="Expected key=None for a pandas Series"):
         cw.count_labels(frame["y"], 3, key="y")
@@ -112,10 +112,10 @@ def test_hugging_face_splits_and_iterable_datasets():
     assert stats.fingerprint == cw.count_label_stats(labels, 5, fingerprint=True).fingerprint
     assert torch.equal(cw.sample_weights(streamed, 5, key="label"), cw.sample_weights(labels, 5))
     with pytest.raises(
-        ClassWeightError, match="the dataset has 2 columns; pass key= to name the label column, one of: label, x"
+        ClassWeightError, match="the dataset has 2 columns; pass key= to name the label column, one of: 'label', 'x'"
     ):
         cw.count_labels(streamed, 5)
-    with pytest.raises(ClassWeightError, match="key 'y' not found in the dataset; available columns: label, x"):
+    with pytest.raises(ClassWeightError, match="key 'y' not found in the dataset; available columns: 'label', 'x'"):
         cw.count_labels(streamed, 5, key="y")
     with pytest.raises(ClassWeightError, match="Expected one split of the IterableDatasetDict"):
         cw.count_labels(datasets.IterableDatasetDict({"train": streamed}), 5, key="label")

@@ -302,8 +302,22 @@ def test_an_lzma_dictionary_larger_than_the_data_needs_is_refused(tmp_path):
 def test_missing_and_ambiguous_keys(tmp_path):
     path = tmp_path / "d.npz"
     path.write_bytes(npz_bytes({"a": LABELS, "b": LABELS}))
-    one_line_error(_raises(lambda: count(path)), "pass key=", "a, b")
-    one_line_error(_raises(lambda: count(path, key="c")), "'c'", "a, b")
+    one_line_error(_raises(lambda: count(path)), "pass key=", "'a', 'b'")
+    one_line_error(_raises(lambda: count(path, key="c")), "'c'", "'a', 'b'")
+
+
+def test_names_in_errors_are_quoted_and_their_list_bounded(tmp_path):
+    """A key, column or member name is the file's text: one with a newline or a comma stays one quoted item on the
+    error's one line, and a file of many arrays does not make a message of them all."""
+    path = tmp_path / "names.npz"
+    path.write_bytes(npz_bytes({"\nrain": LABELS, "x, y": LABELS, **{f"k{i:02d}": LABELS for i in range(40)}}))
+    text = one_line_error(_raises(lambda: count(path)), "pass key=", "'\\nrain'", "'x, y'", "(42 in all)")
+    assert "k39" not in text
+    one_line_error(_raises(lambda: count(path, key="train")), "'\\nrain'")
+    one_line_error(_raises(lambda: cw.count_labels([{"a\nb": LABELS}], 10)), "'a\\nb'")
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"y\n": [0, 1], "x": [1, 1]})
+    one_line_error(_raises(lambda: cw.count_labels(frame, 2)), "'y\\n'")
 
 
 # ------------------------------------------------------------ fuzzing the readers ----

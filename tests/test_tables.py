@@ -281,11 +281,11 @@ def test_dictionary_columns_are_decoded():
 def test_missing_or_ambiguous_column(tmp_path):
     pq.write_table(pa.table({"label": [0, 1], "image": [0.5, 0.2]}), tmp_path / "t.parquet")
     with pytest.raises(
-        ClassWeightError, match=r"key 'lable' not found in '.*t\.parquet'; available columns: label, image$"
+        ClassWeightError, match=r"key 'lable' not found in '.*t\.parquet'; available columns: 'label', 'image'$"
     ):
         cw.count_labels(tmp_path / "t.parquet", 2, key="lable")
     with pytest.raises(
-        ClassWeightError, match="has 2 columns; pass key= to name the label column, one of: label, image"
+        ClassWeightError, match="has 2 columns; pass key= to name the label column, one of: 'label', 'image'"
     ):
         cw.count_labels(tmp_path / "t.parquet", 2)
     with pytest.raises(ClassWeightError, match="Expected key= to name a column of the table"):
@@ -474,7 +474,7 @@ def test_cli_weights_compute_reads_parquet_and_caches_by_its_content(tmp_path, m
     assert json.loads(third.stdout)["counts"] == bincount(labels[:100], 5)
     missing_key = runner.invoke(app, ["weights", "compute", str(path), "--num-classes", "5"])
     assert (
-        missing_key.exit_code == 1 and "pass key= to name the label column, one of: label, image" in missing_key.stderr
+        missing_key.exit_code == 1 and "pass key= to name the label column, one of: 'label', 'image'" in missing_key.stderr
     )
 
 
@@ -562,7 +562,7 @@ def test_hf_dataset_scalar_and_list_columns(hf):
     ):
         cw.count_labels(dataset, 4, key="text")
     with pytest.raises(
-        ClassWeightError, match="key 'labels' not found in the dataset; available columns: label, tokens, text"
+        ClassWeightError, match="key 'labels' not found in the dataset; available columns: 'label', 'tokens', 'text'"
     ):
         cw.count_labels(dataset, 4, key="labels")
 

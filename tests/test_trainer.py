@@ -201,7 +201,8 @@ def test_a_folder_left_before_the_first_checkpoint_can_be_reused(tiny_corpus, tm
     assert not list(run.glob("*.tmp"))
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(ArcvaeError, match="holds other files \\(notes.txt\\)"):
+    (tmp_path / "other" / "a\nb").write_text("a name with a newline is shown quoted, on the one line")
+    with pytest.raises(ArcvaeError, match="holds other files \\('a\\\\nb', 'notes.txt'\\)"):
         trainer.train(
             TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "other"), overfit_batch=True, quick_test=True),
             quiet()[0],

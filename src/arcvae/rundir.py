@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,6 +86,12 @@ def looks_like_run(folder: Path) -> bool:
     return (folder / "checkpoints").is_dir() or _is_run_config(folder / "config.json")
 
 
+def _as_argument(path: Path) -> str:
+    """``path`` as one would type it in a shell; quoted as Python does if it holds a newline or another control."""
+    text = str(path)
+    return shlex.quote(text) if text.isprintable() else repr(text)
+
+
 def check_fresh(run_dir: Path) -> None:
     """Raise unless a new run may write ``run_dir`` (see the module docstring)."""
     if not os.path.lexists(run_dir):
@@ -93,13 +100,15 @@ def check_fresh(run_dir: Path) -> None:
         raise ArcvaeError(f"--out {str(run_dir)!r} is not a folder; expected a new or empty folder for the run")
     if (run_dir / "checkpoints" / "last.pt").exists():
         raise ArcvaeError(
-            f"run folder {str(run_dir)!r} already holds a run; pass --resume {run_dir} to continue it, or another --out"
+            f"run folder {str(run_dir)!r} already holds a run; pass --resume {_as_argument(run_dir)} to continue it, "
+            "or another --out"
         )
     names = sorted(p.name for p in run_dir.iterdir())
     foreign = [n for n in names if n not in RUN_FILES and not _is_leftover(n)]
     if foreign:
         raise ArcvaeError(
-            f"run folder {str(run_dir)!r} holds other files ({', '.join(foreign[:3])}); choose an empty or new --out"
+            f"run folder {str(run_dir)!r} holds other files ({', '.join(map(repr, foreign[:3]))}); "
+            "choose an empty or new --out"
         )
     if "config.json" in names and not _is_run_config(run_dir / "config.json"):
         raise ArcvaeError(

@@ -226,7 +226,9 @@ def prepare_study(out: Path, seeds: Sequence[int]) -> None:
     (out / "runs").mkdir(parents=True, exist_ok=True)
     clash = sorted(p.name for p in (out / "runs").iterdir())
     if clash:
-        raise ArcvaeError(f"{str(out)!r} already holds study runs ({', '.join(clash[:3])}, ...); choose another --out")
+        raise ArcvaeError(
+            f"{str(out)!r} already holds study runs ({', '.join(map(repr, clash[:3]))}, ...); choose another --out"
+        )
 
 
 def study_workers(jobs: int | None, tasks: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,15 @@ def shown(value: Any, limit: int = 60) -> str:
     """``repr(value)``, cut short: a 400-digit number must not fill the error message."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def shown_names(names: Iterable[Any], limit: int = 12) -> str:
+    """Keys, columns or file members for an error message: each as :func:`shown` gives it (quoted, so a name with a
+    newline or a comma stays one item on one line), at most ``limit`` of them, ``(none)`` for none."""
+    names = list(names)
+    listed = ", ".join(shown(name) for name in names[:limit])
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return listed + more if names else "(none)"
 
 
 def is_int(value: Any) -> bool:

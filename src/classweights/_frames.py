@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import shown_names
 from ._errors import ClassWeightError
 
 _ITERABLE_BATCH_ROWS = 1024  # rows of a datasets.IterableDataset read at a time
@@ -36,7 +37,7 @@ def frame_labels(source: Any, key: Any) -> tuple[np.ndarray, str]:
     """The labels of a Series, or of column ``key`` of a DataFrame, as a numpy array, and where they came from."""
     if is_pandas_frame(source):
         columns = list(source.columns)
-        shown = ", ".join(map(str, columns)) or "(none)"
+        shown = shown_names(columns)
         if key is None:
             if len(columns) != 1:
                 raise ClassWeightError(
@@ -117,15 +118,15 @@ def iterable_batches(source: Any, key: Any) -> Iterator[Any]:
     if key is None and names:
         if len(names) != 1:
             raise ClassWeightError(
-                f"the dataset has {len(names)} columns; pass key= to name the label column, one of: {', '.join(names)}"
+                f"the dataset has {len(names)} columns; pass key= to name the label column, one of: {shown_names(names)}"
             )
         key = names[0]
     if key is None:
         raise ClassWeightError("the dataset's columns are not known before reading; pass key= to name the label column")
     if names and key not in names:
-        raise ClassWeightError(f"key {key!r} not found in the dataset; available columns: {', '.join(names)}")
+        raise ClassWeightError(f"key {key!r} not found in the dataset; available columns: {shown_names(names)}")
     view = source.select_columns([key]) if names else source
     for batch in view.iter(batch_size=_ITERABLE_BATCH_ROWS):
         if key not in batch:
-            raise ClassWeightError(f"key {key!r} not found in the dataset; available columns: {', '.join(batch)}")
+            raise ClassWeightError(f"key {key!r} not found in the dataset; available columns: {shown_names(batch)}")
         yield batch[key]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_positive_int
+from ._checks import check_positive_int, shown_names
 from ._errors import ClassWeightError
 from ._npfiles import _open_path
 from ._stream import (  # the names other modules take from here
@@ -138,11 +138,9 @@ def _labels_of(item: Any, key: str | int | None, where: str) -> np.ndarray | tor
     """
     if isinstance(item, Mapping):
         if key is None:
-            raise ClassWeightError(
-                f"{where} is a mapping; pass key= to pick the labels (keys: {', '.join(map(str, item))})"
-            )
+            raise ClassWeightError(f"{where} is a mapping; pass key= to pick the labels (keys: {shown_names(item)})")
         if key not in item:
-            raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {', '.join(map(str, item))}")
+            raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {shown_names(item)}")
         item = item[key]
     elif isinstance(item, tuple) or (
         isinstance(item, list) and item and isinstance(item[0], (torch.Tensor, np.ndarray)) and item[0].ndim

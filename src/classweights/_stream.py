@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_dense_tensor
+from ._checks import check_dense_tensor, shown_names
 from ._errors import ClassWeightError
 from ._files import FileIdentity
 
@@ -180,14 +180,14 @@ def check_label_dtype(dtype: np.dtype, where: str) -> None:
 def _pick_key(keys: list[str], key: str | int | None, where: str) -> str:
     if key is not None:
         if key not in keys:
-            raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {', '.join(keys) or '(none)'}")
+            raise ClassWeightError(f"key {key!r} not found in {where}; available keys: {shown_names(keys)}")
         return key
     if DEFAULT_NPZ_KEY in keys:
         return DEFAULT_NPZ_KEY
     if len(keys) == 1:
         return keys[0]
     raise ClassWeightError(
-        f"{where} holds several arrays and none is called {DEFAULT_NPZ_KEY!r}; pass key= one of: {', '.join(keys)}"
+        f"{where} holds several arrays and none is called {DEFAULT_NPZ_KEY!r}; pass key= one of: {shown_names(keys)}"
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ._checks import shown_names
 from ._errors import ClassWeightError
 from ._npfiles import _SourceFile
 from ._stream import RAGGED_HASH_ROWS, Chunk, Shard, Stream, _one_line, _rows_per_chunk, _shard_rows, check_label_dtype
@@ -156,12 +157,12 @@ def _pick_column(names: list[str], key: str | int | None, where: str) -> str:
         if len(names) == 1:
             return names[0]
         raise ClassWeightError(
-            f"{where} has {len(names)} columns; pass key= to name the label column, one of: {', '.join(names) or '(none)'}"
+            f"{where} has {len(names)} columns; pass key= to name the label column, one of: {shown_names(names)}"
         )
     if not isinstance(key, str):
         raise ClassWeightError(f"Expected key= to name a column of {where} (a string), but got {key!r}")
     if key not in names:
-        raise ClassWeightError(f"key {key!r} not found in {where}; available columns: {', '.join(names) or '(none)'}")
+        raise ClassWeightError(f"key {key!r} not found in {where}; available columns: {shown_names(names)}")
     if names.count(key) > 1:  # Arrow allows it, but then no name says which column is meant
         raise ClassWeightError(
             f"{where} has {names.count(key)} columns named {key!r}; expected one column of that name"
