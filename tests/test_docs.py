@@ -473,13 +473,17 @@ class Session:
             cwd=sandbox, env=env, start_new_session=True, text=True,
         )  # fmt: skip
         self._send("__docs_rc=0")
-        if warm:  # arcvae commands start in children of a server that has imported torch (tests/docs_warm.py)
-            try:
-                bindir = docs_warm.start(self._send, harness)
-            except BaseException:
-                self.close()
-                raise
-            self._send(f'PATH={shlex.quote(str(bindir))}:"$PATH"')
+        self.warm = warm  # arcvae commands start in children of a server that has imported torch (tests/docs_warm.py)
+
+    def _start_warm(self) -> None:
+        """Start the server before the first command (a file whose blocks are all skipped never pays for it)."""
+        self.warm = False
+        try:
+            bindir = docs_warm.start(self._send, self.harness)
+        except BaseException:
+            self.close()
+            raise
+        self._send(f'PATH={shlex.quote(str(bindir))}:"$PATH"')
 
     def _send(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -487,6 +491,8 @@ class Session:
         self.proc.stdin.flush()
 
     def run(self, command: str) -> Result:
+        if self.warm:
+            self._start_warm()
         self.count += 1
         n = self.count
         script, out, rc = (self.harness / f"{n}.{suffix}" for suffix in ("sh", "out", "rc"))
