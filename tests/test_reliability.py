@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -474,36 +475,36 @@ def test_p4_sigkill_mid_write_leaves_a_complete_file(tmp_path):
 # -------------------------------------------- P5 concurrent writers ----
 
 
+def _compute_weights_with_the_others(path: str, barrier: str, env: dict[str, str], name: str) -> tuple[int, str, str]:
+    """One of P5's processes: wait until all are ready, then ``arcvae weights compute --json`` (in a forked child)."""
+    os.environ.clear()
+    os.environ.update(env)  # the test's cache folder, whatever the fork server's was
+    folder = Path(barrier)
+    (folder / name).touch()
+    deadline = time.time() + 100
+    while len(list(folder.iterdir())) < 8 and time.time() < deadline:
+        time.sleep(0.005)
+    result = CliRunner().invoke(app, ["weights", "compute", path, "--json"])
+    return result.exit_code, result.stdout, result.stderr
+
+
 @pytest.mark.slow
 def test_p5_eight_processes_caching_the_same_weights(tmp_path):
     path = labels_file(tmp_path, n=3000)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    # every process imports everything, then waits for the others, so all compute and write at (nearly) the same moment
-    code = textwrap.dedent(
-        f"""
-        import pathlib, sys, time
-        from typer.testing import CliRunner
-        from arcvae.cli import app
-        import arcvae.weights, classweights
-        barrier = pathlib.Path({str(barrier)!r})
-        (barrier / sys.argv[1]).touch()
-        deadline = time.time() + 100
-        while len(list(barrier.iterdir())) < 8 and time.time() < deadline:
-            time.sleep(0.005)
-        result = CliRunner().invoke(app, ["weights", "compute", {str(path)!r}, "--json"])
-        sys.stdout.write(result.stdout); sys.stderr.write(result.stderr); sys.exit(result.exit_code)
-        """
-    )
-    procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        for i in range(8)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
+    # eight processes, forked from a server that has imported arcvae once (each would take 2 s to start), wait for
+    # each other, so all compute and write at (nearly) the same moment
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["arcvae.cli", "typer.testing"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with context.Pool(8) as pool:
+        jobs = [(str(path), str(barrier), env, str(i)) for i in range(8)]
+        outputs = pool.starmap(_compute_weights_with_the_others, jobs, chunksize=1)
     expected = reference_weights(path)
-    for proc, (out, err) in zip(procs, outputs):
-        assert proc.returncode == 0, err.decode()
+    assert len(outputs) == 8
+    for code, out, err in outputs:
+        assert code == 0, err
         assert json.loads(out)["weights"] == pytest.approx(expected, rel=1e-6)
     [cached] = cached_weight_files()
     assert load_class_weights(cached).tolist() == pytest.approx(expected, rel=1e-6)
