@@ -474,7 +474,8 @@ def test_cli_weights_compute_reads_parquet_and_caches_by_its_content(tmp_path, m
     assert json.loads(third.stdout)["counts"] == bincount(labels[:100], 5)
     missing_key = runner.invoke(app, ["weights", "compute", str(path), "--num-classes", "5"])
     assert (
-        missing_key.exit_code == 1 and "pass key= to name the label column, one of: 'label', 'image'" in missing_key.stderr
+        missing_key.exit_code == 1
+        and "pass key= to name the label column, one of: 'label', 'image'" in missing_key.stderr
     )
 
 

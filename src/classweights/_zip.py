@@ -91,9 +91,31 @@ class _ZipMember(io.RawIOBase):
         buffer[: len(data)] = data
         self._crc = zlib.crc32(data, self._crc)
         self._left -= len(data)
-        if self._left == 0 and self._crc != self._expected_crc:
-            raise ClassWeightError(f"could not read {self._where}: its CRC-32 does not match its data (a damaged file)")
+        if self._left == 0:
+            if self._crc != self._expected_crc:
+                raise ClassWeightError(
+                    f"could not read {self._where}: its CRC-32 does not match its data (a damaged file)"
+                )
+            self._decode_the_rest()
         return len(data)
+
+    def _decode_the_rest(self) -> None:
+        """Decode what follows the last byte of data too (an end marker): ``zipfile``, and so numpy, refuse a member
+        whose stream is damaged there, so it is refused here as well. At most ``_ZIP_STEP`` bytes may come out."""
+        if self._method == zipfile.ZIP_STORED:
+            return
+        extra = 0
+        while not self._decompressor.eof and extra <= _ZIP_STEP:
+            tail = getattr(self._decompressor, "unconsumed_tail", b"")
+            needs_input = getattr(self._decompressor, "needs_input", not tail)
+            data = tail or (self._read_raw(_ZIP_STEP) if needs_input else b"")
+            if not data and needs_input:
+                return  # the compressed bytes are used up: as zipfile, content without an end marker
+            extra += len(self._decompressor.decompress(data, _ZIP_STEP + 1))
+        if extra:
+            raise ClassWeightError(
+                f"could not read {self._where}: it decompresses to more than its size (a damaged file)"
+            )
 
     def _read_raw(self, count: int) -> bytes:
         count = min(count, self._compressed_left)
