@@ -317,3 +317,62 @@ def test_a_perfect_grid_target_is_reported_by_its_name(tiny_corpus, tmp_path):
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert saved["reached_target"] is False and saved["final"]["perfect_rate"] == 0.0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["target_metric"] == "perfect"
+
+
+def slow_writes(monkeypatch, seconds: float = 0.2) -> list[str]:
+    """Make every atomic write take ``seconds`` longer; returns the names of the threads that wrote."""
+    import threading
+    import time
+
+    import classweights
+
+    real, threads = classweights.atomic_write_bytes, []
+
+    def slow(path, data):
+        time.sleep(seconds)
+        threads.append(threading.current_thread().name)
+        real(path, data)
+
+    monkeypatch.setattr(classweights, "atomic_write_bytes", slow)
+    return threads
+
+
+def test_the_background_writer_writes_in_order_and_hands_on_a_failure(tmp_path, monkeypatch):
+    from arcvae.run_files import BackgroundWriter
+
+    slow_writes(monkeypatch, 0.05)
+    writer = BackgroundWriter()
+    for i in range(3):
+        writer.write(tmp_path / "f", str(i).encode())
+    writer.wait()
+    assert (tmp_path / "f").read_bytes() == b"2" and [p.name for p in tmp_path.iterdir()] == ["f"]
+    writer.write(tmp_path / "missing" / "f", b"x")  # its folder does not exist: the error comes with the next call
+    with pytest.raises(FileNotFoundError):
+        writer.wait()
+    writer.wait()  # reported once
+
+
+def test_a_checkpoint_being_written_is_removed_only_once_written(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from arcvae import checkpoints
+    from arcvae.distributed import SINGLE
+
+    slow_writes(monkeypatch)
+    (tmp_path / "checkpoints").mkdir()
+    state = SimpleNamespace(group=SINGLE, writer=checkpoints.BackgroundWriter(), run_dir=tmp_path)
+    checkpoints.save_checkpoint(tmp_path / "checkpoints" / "best.pt", {"epoch": 1}, state.writer)
+    checkpoints.remove(state, "best.pt")  # e.g. when beta settles: an earlier best must not come back
+    state.writer.wait()
+    assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_checkpoints_are_written_in_the_background_and_whole_when_the_run_ends(tiny_corpus, tmp_path, monkeypatch):
+    threads = slow_writes(monkeypatch)
+    config = TrainConfig(data=str(tiny_corpus), out=str(tmp_path / "run"), overfit_batch=True, quick_test=True,
+                         target_accuracy=1.0, epochs=2)  # fmt: skip
+    result = trainer.train(config, quiet()[0])
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert checkpoint["step"] == result.steps and checkpoint["finished"]
+    assert any(name.startswith("arcvae: write last.pt") for name in threads)
+    assert not list((tmp_path / "run").rglob("*.tmp"))

@@ -1,7 +1,8 @@
 """Checkpoints: a training state saved atomically, loaded without running code, checked before anything uses it.
 
 A checkpoint is a dict of tensors and plain data (see docs/cli.md, the run
-folder): :func:`save_state` writes one at the end of an epoch, and
+folder): :func:`save_state` writes one at the end of an epoch (the file
+reaches the disk in a background thread while training goes on), and
 :func:`restore_state` puts it back into a resumed run. ``torch.load(..., weights_only=True)`` guarantees that loading runs
 no code; :func:`check_checkpoint` then checks that what loaded is a complete,
 consistent checkpoint of this version (a model of the right shape for its
@@ -25,6 +26,7 @@ import classweights
 from .config import TrainConfig
 from .errors import ArcvaeError
 from .model import BetaVAE
+from .run_files import BackgroundWriter
 
 if TYPE_CHECKING:
     from .state import TrainingState
@@ -46,11 +48,19 @@ _REQUIRED = {
 }
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` into memory, then an atomic write: a crash never leaves half a checkpoint."""
+def save_checkpoint(path: Path, state: dict[str, Any], writer: BackgroundWriter | None = None) -> None:
+    """``torch.save`` into memory, then an atomic write: a crash never leaves half a checkpoint.
+
+    With ``writer`` the write (and its ``fsync``) happens in the writer's
+    thread; ``state`` is serialised first, so later changes to its tensors do
+    not reach the file.
+    """
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    classweights.atomic_write_bytes(path, buffer.getvalue())
+    if writer is None:
+        classweights.atomic_write_bytes(path, buffer.getvalue())
+    else:
+        writer.write(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -81,9 +91,13 @@ def save_state(
 ) -> None:
     """Checkpoint ``state`` after ``epoch`` as ``checkpoints/<name>``: everything a resume needs to go on bit for bit.
 
-    Never a model that took a non-finite step. Under ``torchrun`` every
-    process's random state is gathered, rank 0 writes, and no process goes on
-    (or stops) before the file is on disk.
+    Never a model that took a non-finite step. One process writes the file in
+    the background (the state's :class:`~arcvae.run_files.BackgroundWriter`)
+    while training goes on: it is on disk before the next save, a removal
+    (:func:`remove`) or the end of the loop (:func:`arcvae.loop.train_epochs`
+    waits for it). Under ``torchrun`` every process's random state is
+    gathered, rank 0 writes, and no process goes on (or stops) before the file
+    is on disk.
     """
     state.check_finite()
     rng: dict[str, Any] = {"torch": torch.get_rng_state(), "loader": state.loader_rng.get_state()}
@@ -113,8 +127,17 @@ def save_state(
             "reached_target": reached_target,
             "final": final or {},
         }
-        save_checkpoint(state.run_dir / "checkpoints" / name, record)
-    state.group.barrier()
+        save_checkpoint(state.run_dir / "checkpoints" / name, record, state.writer)
+        if state.group.enabled:
+            state.writer.wait()
+    state.group.barrier()  # under torchrun no process goes on (or stops) before the file is on disk
+
+
+def remove(state: TrainingState, name: str) -> None:
+    """Remove ``checkpoints/<name>`` (rank 0), once no write of it is under way."""
+    if state.group.is_main:
+        state.writer.wait()
+        (state.run_dir / "checkpoints" / name).unlink(missing_ok=True)
 
 
 def restore_state(state: TrainingState, checkpoint: dict[str, Any]) -> int:

@@ -52,8 +52,11 @@ def train_epochs(state: TrainingState, data: RunData, start_epoch: int) -> RunRe
         assert data.val_grids is not None
         return normal_loop(state, data.train_grids, data.val_grids, start_epoch, config.epochs_to_run)
     finally:
-        if state.log is not None:
-            state.log.close()
+        try:
+            state.writer.wait()  # the last checkpoint is on disk, also when the loop was interrupted
+        finally:
+            if state.log is not None:
+                state.log.close()
 
 
 def overfit_loop(state: TrainingState, batch: torch.Tensor, start_epoch: int, epochs: int) -> RunResult:
@@ -287,8 +290,7 @@ def _track_best(state: TrainingState, epoch: int, final: dict[str, Any]) -> bool
     settled = state.schedule.settled_epoch
     if epoch < settled <= epoch + 1:  # beta has just reached its final value: earlier epochs do not compete
         state.best_val, state.best_epoch, state.stale = -math.inf, None, 0
-        if state.group.is_main:
-            (state.run_dir / "checkpoints" / "best.pt").unlink(missing_ok=True)
+        checkpoints.remove(state, "best.pt")
     score = final["balanced_accuracy"]
     floor = one_colour_score(final["per_class_accuracy"])
     improved = score is not None and score > max(state.best_val, floor)

@@ -3,12 +3,14 @@
 ``config.json`` and ``class_weights.json`` when it starts, ``metrics.jsonl`` as
 it trains, ``result.json``, ``reconstructions.png`` and ``curves.png`` when it
 ends. The checkpoints are :mod:`arcvae.checkpoints`' (with :func:`load_run`,
-which reads a run's model back); who may write the folder is :mod:`arcvae.rundir`'s.
+which reads a run's model back), written by a :class:`BackgroundWriter`; who
+may write the folder is :mod:`arcvae.rundir`'s.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,38 @@ if TYPE_CHECKING:
     from .report import Reporter
 
 PICTURE_GRIDS = 8  # grids shown in a run's reconstructions.png
+
+
+class BackgroundWriter:
+    """Writes one file at a time in a thread of its own, so that training goes on while a checkpoint reaches the disk.
+
+    A write first waits for the one before it; :meth:`wait` returns once the
+    last file is on disk, and raises the error of a write that failed. The
+    thread is not a daemon: the interpreter finishes a write before it exits.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, path: Path, data: bytes) -> None:
+        self.wait()
+        self._thread = threading.Thread(target=self._write, args=(path, data), name=f"arcvae: write {path.name}")
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            classweights.atomic_write_bytes(path, data)
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
+            self._error = exc
 
 
 @dataclass

@@ -21,7 +21,7 @@ from .losses import BetaSchedule, FocalLoss, focal_loss
 from .model import BetaVAE
 from .report import Reporter
 from .run_data import RunData
-from .run_files import MetricsLog
+from .run_files import BackgroundWriter, MetricsLog
 from .tracking import NullTracker, Tracker
 from .weight_cache import ClassWeights, WeightSpec
 from .weights import batch_weights
@@ -53,6 +53,7 @@ class TrainingState:
     stale: int = 0  # epochs since it improved, counted once the beta schedule has settled
     log: MetricsLog | None = None  # metrics.jsonl (rank 0)
     tracker: Tracker = field(default_factory=NullTracker)  # Weights & Biases with --wandb (rank 0)
+    writer: BackgroundWriter = field(default_factory=BackgroundWriter)  # writes checkpoints while training goes on
 
     @classmethod
     def start(
