@@ -138,6 +138,27 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return save_corpus(generate_corpus(2000, seed=7), tmp_path_factory.mktemp("corpus") / "tiny.npz")
 
 
+@pytest.fixture(scope="session")
+def interrupted_normal_run(tiny_corpus, tmp_path_factory) -> Path:
+    """``straight/``: a short normal-mode run; ``resumed/``: the same run interrupted after its first epoch.
+
+    Shared by the tests of resuming (tests/test_reliability.py, tests/test_safety.py); each copies
+    ``resumed/`` before it resumes or damages it, and never writes ``straight/``.
+    """
+    from test_reliability import interrupted, quiet_reporter
+
+    from arcvae import trainer
+    from arcvae.config import TrainConfig
+
+    folder = tmp_path_factory.mktemp("interrupted")
+    config = {"data": str(tiny_corpus), "quick_test": True, "batch_size": 64, "log_every_n_steps": 4, "seed": 3}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder / "xdg-cache"))
+        trainer.train(TrainConfig(out=str(folder / "straight"), **config), quiet_reporter()[0])
+        interrupted(TrainConfig(out=str(folder / "resumed"), **config), patch)
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Every test gets its own cache folder on top of the session's isolated HOME."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import multiprocessing
 import os
 import pickle
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forked import forked_pool, invoke_together
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -475,32 +475,17 @@ def test_p4_sigkill_mid_write_leaves_a_complete_file(tmp_path):
 # -------------------------------------------- P5 concurrent writers ----
 
 
-def _compute_weights_with_the_others(path: str, barrier: str, env: dict[str, str], name: str) -> tuple[int, str, str]:
-    """One of P5's processes: wait until all are ready, then ``arcvae weights compute --json`` (in a forked child)."""
-    os.environ.clear()
-    os.environ.update(env)  # the test's cache folder, whatever the fork server's was
-    folder = Path(barrier)
-    (folder / name).touch()
-    deadline = time.time() + 100
-    while len(list(folder.iterdir())) < 8 and time.time() < deadline:
-        time.sleep(0.005)
-    result = CliRunner().invoke(app, ["weights", "compute", path, "--json"])
-    return result.exit_code, result.stdout, result.stderr
-
-
 @pytest.mark.slow
 def test_p5_eight_processes_caching_the_same_weights(tmp_path):
     path = labels_file(tmp_path, n=3000)
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    # eight processes, forked from a server that has imported arcvae once (each would take 2 s to start), wait for
-    # each other, so all compute and write at (nearly) the same moment
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["arcvae.cli", "typer.testing"])
+    # eight processes (forked from a server that has imported arcvae once) wait for each other, so all compute and
+    # write at (nearly) the same moment
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with context.Pool(8) as pool:
-        jobs = [(str(path), str(barrier), env, str(i)) for i in range(8)]
-        outputs = pool.starmap(_compute_weights_with_the_others, jobs, chunksize=1)
+    with forked_pool(8) as pool:
+        jobs = [(["weights", "compute", str(path), "--json"], env, str(barrier), str(i), 8) for i in range(8)]
+        outputs = pool.starmap(invoke_together, jobs, chunksize=1)
     expected = reference_weights(path)
     assert len(outputs) == 8
     for code, out, err in outputs:
@@ -699,9 +684,11 @@ def metric_lines(run_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["normal", "overfit"])
-def test_p8_resume_matches_an_uninterrupted_run_step_for_step(tiny_corpus, tmp_path, monkeypatch, mode):
-    if mode == "normal":
-        config = {"data": str(tiny_corpus), "quick_test": True, "batch_size": 64, "log_every_n_steps": 4, "seed": 3}
+def test_p8_resume_matches_an_uninterrupted_run_step_for_step(tiny_corpus, tmp_path, monkeypatch, request, mode):
+    if mode == "normal":  # the shared pair of runs (conftest.py): quick test, batch 64, a log line every 4 steps
+        runs = request.getfixturevalue("interrupted_normal_run")
+        shutil.copytree(runs / "straight", tmp_path / "straight")
+        shutil.copytree(runs / "resumed", tmp_path / "resumed")
     else:
         config = {
             "data": str(tiny_corpus),
@@ -711,8 +698,8 @@ def test_p8_resume_matches_an_uninterrupted_run_step_for_step(tiny_corpus, tmp_p
             "log_every_n_steps": 3,
             "seed": 5,
         }
-    trainer.train(TrainConfig(out=str(tmp_path / "straight"), **config), quiet_reporter()[0])
-    interrupted(TrainConfig(out=str(tmp_path / "resumed"), **config), monkeypatch)
+        trainer.train(TrainConfig(out=str(tmp_path / "straight"), **config), quiet_reporter()[0])
+        interrupted(TrainConfig(out=str(tmp_path / "resumed"), **config), monkeypatch)
     # a partial epoch's log lines after the checkpoint (as a kill would leave) are dropped on resume
     with (tmp_path / "resumed" / "metrics.jsonl").open("a") as f:
         f.write(json.dumps({"type": "step", "epoch": 2, "step": 10_000, "loss": 0.0}) + "\n")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forked import forked_pool, invoke_together
 from typer.testing import CliRunner
 
 from arcvae import checkpoints, trainer
@@ -222,13 +223,13 @@ def test_a_running_run_cannot_be_resumed_twice(tiny_corpus, tmp_path, monkeypatc
 @pytest.mark.slow
 def test_two_runs_started_together_in_one_folder(tiny_corpus, tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "arcvae", *ONE_QUICK_EPOCH, "--data", str(tiny_corpus), "--out", str(out)]
-    procs = [
-        subprocess.Popen(command + ["--seed", str(seed)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        for seed in (1, 2)
-    ]
-    results = [(p.wait(timeout=120), *(s.decode() for s in p.communicate())) for p in procs]
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [*ONE_QUICK_EPOCH, "--data", str(tiny_corpus), "--out", str(out)]
+    with forked_pool(2) as pool:  # two processes that wait for each other, then start their runs
+        jobs = [(command + ["--seed", str(seed)], env, str(barrier), str(seed), 2) for seed in (1, 2)]
+        results = pool.starmap(invoke_together, jobs, chunksize=1)
     winners = [r for r in results if r[0] == 0]
     losers = [r for r in results if r[0] != 0]
     assert len(winners) == 1 and len(losers) == 1, results
@@ -241,33 +242,20 @@ def test_two_runs_started_together_in_one_folder(tiny_corpus, tmp_path):
 # ------------------------------------------------------- 5. torn metrics.jsonl ----
 
 
-@pytest.fixture(scope="module")
-def torn_log_runs(tiny_corpus, tmp_path_factory) -> Path:
-    """An uninterrupted run and the same run interrupted after epoch 1 (copied, never written, by each test)."""
-    from test_reliability import interrupted
-
-    folder = tmp_path_factory.mktemp("torn")
-    config = {"data": str(tiny_corpus), "quick_test": True, "batch_size": 64, "log_every_n_steps": 4, "seed": 3}
-    trainer.train(TrainConfig(out=str(folder / "straight"), **config), quiet()[0])
-    with pytest.MonkeyPatch.context() as patch:
-        interrupted(TrainConfig(out=str(folder / "resumed"), **config), patch)
-    return folder
-
-
 @pytest.mark.parametrize("tail", [b'{"type": "step", "epoch": 2, "st', b"\x00" * 300, b'{"type": "step", "step": 10000}\n\x00\x00\n'],
                          ids=["partial line", "NUL bytes", "NULs after a line"])  # fmt: skip
-def test_resume_repairs_a_torn_log(torn_log_runs, tmp_path, tail):
+def test_resume_repairs_a_torn_log(interrupted_normal_run, tmp_path, tail):
     import shutil
 
     from test_reliability import metric_lines
 
-    run = shutil.copytree(torn_log_runs / "resumed", tmp_path / "resumed")
+    run = shutil.copytree(interrupted_normal_run / "resumed", tmp_path / "resumed")
     with (run / "metrics.jsonl").open("ab") as f:
         f.write(tail)
     report, out = quiet()
     trainer.train(TrainConfig(), report, resume=run)
     assert out.getvalue().count("[WARNING]") == 1 and "damaged line" in out.getvalue()
-    assert metric_lines(torn_log_runs / "straight") == metric_lines(run)
+    assert metric_lines(interrupted_normal_run / "straight") == metric_lines(run)
 
 
 # --------------------------------------------------- 6. inconsistent checkpoints ----
@@ -424,7 +412,7 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, delay):
 def test_sigterm_stops_a_run_with_one_line_and_it_resumes(tiny_corpus, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "arcvae", "train", "--data", str(tiny_corpus), "--batch-size", "32", "--epochs", "3",
+    proc = subprocess.Popen([sys.executable, "-m", "arcvae", "train", "--data", str(tiny_corpus), "--batch-size", "64", "--epochs", "2",
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "last.pt").exists() and time.monotonic() < deadline:
