@@ -1,8 +1,8 @@
 """Run by tests/test_multilabel.py as one of two gloo ranks: count multi-label targets with distributed=True.
 
-Usage: dist_multilabel_worker.py FOLDER RANK WORLD. The ranks meet through a
-file in FOLDER (no port needed); each writes ``rank<r>.json`` mapping a case
-name to the counts it returned or the error it raised.
+Usage: dist_multilabel_worker.py FOLDER, with the variables torchrun sets (tests/forked.py:
+run_ranks sets them); each rank writes ``rank<r>.json`` mapping a case name to the counts it
+returned or the error it raised.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from classweights import ClassWeightError
 
 
 def main() -> None:
-    folder, rank, world = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-    dist.init_process_group("gloo", init_method=f"file://{folder / 'rendezvous'}", rank=rank, world_size=world)
+    folder = Path(sys.argv[1])
+    dist.init_process_group("gloo")  # RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment
+    rank = dist.get_rank()
     targets = np.load(folder / "targets.npy")  # 301 samples: two uneven shards
     bad = targets.copy()
     bad[250, 3] = 2.0  # in rank 1's shard only

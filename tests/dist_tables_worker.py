@@ -1,4 +1,4 @@
-"""Run by tests/test_tables.py under torchrun: count table and zarr sources with ``distributed=True``.
+"""Run by tests/test_tables.py as each of two gloo ranks (tests/forked.py: run_ranks): count table and zarr sources with ``distributed=True``.
 
 Each rank writes ``rank<r>.json`` into the folder given as argv[1]: for every
 case, the counts, presence statistics and fingerprint it returned (or the error).

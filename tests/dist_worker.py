@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun: count every kind of source on every rank.
+"""Run by tests/test_distributed.py as each of two gloo ranks (tests/forked.py: run_ranks): count every kind of source on every rank.
 
 Each rank writes ``rank<r>.json`` into the folder given as argv[1], mapping a
 case name to what ``count_label_stats(..., distributed=True)`` returned or raised.

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forked import run_ranks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -593,24 +594,7 @@ def test_two_ranks_count_a_folder_like_one_process(voc, tmp_path):
         "open(f'{sys.argv[2]}/rank{dist.get_rank()}.json', 'w').write(json.dumps([s.counts.tolist(), s.image_pixels.tolist(), s.num_images, s.fingerprint]))\n"
         "dist.destroy_process_group()\n"
     )
-    repo = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(worker),
-        str(voc),
-        str(tmp_path),
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_ranks(worker, str(voc), str(tmp_path))  # two ranks of a gloo group, as torchrun starts them
     single = count_label_stats(voc, 21, ignore_index=255, presence=True, fingerprint=True)
     want = [single.counts.tolist(), single.image_pixels.tolist(), 12, single.fingerprint]
     assert [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)] == [want, want]

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -14,6 +11,7 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
+from forked import run_ranks
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, TensorDataset
@@ -522,16 +520,7 @@ def test_two_ranks_count_their_shards_and_sum_them(tmp_path):
     targets = multi_hot(np.random.default_rng(6), (301, 12), np.float32)
     targets[:, 5] = 0
     np.save(tmp_path / "targets.npy", targets)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
-    ranks = [subprocess.Popen([sys.executable, str(HERE / "dist_multilabel_worker.py"), str(tmp_path), str(rank), "2"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]  # fmt: skip
-    for rank in ranks:
-        _, err = rank.communicate(timeout=120)
-        assert rank.returncode == 0, err[-3000:]
+    run_ranks(HERE / "dist_multilabel_worker.py", str(tmp_path))  # two ranks of a gloo group, as torchrun starts them
     index_lists = [np.flatnonzero(row).tolist() for row in targets]
     single = {
         "array": count_multilabel(targets, 12),

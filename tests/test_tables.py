@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from forked import run_ranks
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -830,8 +831,7 @@ def test_dask_array_on_a_distributed_cluster(dask_array, cluster_client):
 @needs_arrow
 @pytest.mark.slow
 def test_distributed_ranks_read_their_shards_of_tables_and_zarr(tmp_path):
-    """Two gloo ranks under torchrun: global counts and the single-process fingerprint on every rank."""
-    import os
+    """Two gloo ranks (started as torchrun starts them): global counts and the single-process fingerprint on every rank."""
 
     rng = np.random.default_rng(17)
     labels = rng.integers(0, 6, 10_001)
@@ -856,12 +856,7 @@ def test_distributed_ranks_read_their_shards_of_tables_and_zarr(tmp_path):
         expected["zarr"] = cw.count_label_stats(masks, 6, presence=True, fingerprint=True)
     except ImportError:
         pass
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}  # fmt: skip
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               str(Path(__file__).with_name("dist_tables_worker.py")), str(tmp_path)]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_ranks(Path(__file__).with_name("dist_tables_worker.py"), str(tmp_path))  # two ranks of a gloo group
     for rank in range(2):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert set(got) == set(expected)
