@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under torchrun: DDP training, straight and interrupted + resumed.
+"""Run by tests/test_distributed.py as each of two ranks (tests/forked.py: run_ranks, or torchrun): DDP training, straight and interrupted + resumed.
 
 argv: corpus path, output folder, modes ("overfit", "normal", "per-batch": normal mode with weights counted on
 every batch; comma-separated), optional device

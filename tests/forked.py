@@ -47,31 +47,42 @@ def invoke_together(
     return result.exit_code, result.stdout, result.stderr
 
 
-def run_ranks(script: str | Path, *args: str, world: int = 2, timeout: float = 120) -> None:
+def run_ranks(script: str | Path, *args: str, world: int = 2, timeout: float = 300) -> list[tuple[str, str]]:
     """Run ``script`` as the ``world`` ranks of a process group, in processes of :func:`forked_pool`.
 
     Each rank gets the variables torchrun would set (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``, ``MASTER_PORT``), ``OMP_NUM_THREADS=1`` and ``sys.argv = [script, *args]``, and
-    runs the script as ``__main__``. A rank's exception is raised here; a rank that waits for a
-    failed one is stopped after ``timeout`` seconds.
+    runs the script as ``__main__`` with its stdout and stderr in files. Returns each rank's stdout
+    and stderr; a rank's exception is raised here, and a rank that waits for a failed one is
+    stopped after ``timeout`` seconds.
     """
     import socket
+    import tempfile
 
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
            "WORLD_SIZE": str(world)}  # fmt: skip
-    with forked_pool(world) as pool:
-        tasks = [(str(script), list(args), env, rank) for rank in range(world)]
+    with tempfile.TemporaryDirectory(prefix="ranks-") as folder, forked_pool(world) as pool:
+        tasks = [(str(script), list(args), env, rank, folder) for rank in range(world)]
         pool.starmap_async(_rank, tasks, chunksize=1).get(timeout)
+        return [tuple(Path(folder, f"{rank}.{name}").read_text() for name in ("out", "err")) for rank in range(world)]  # type: ignore[misc]
 
 
-def _rank(script: str, args: list[str], env: dict[str, str], rank: int) -> None:
+def _rank(script: str, args: list[str], env: dict[str, str], rank: int, folder: str) -> None:
     import runpy
     import sys
 
     os.environ.clear()
     os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
     sys.argv = [script, *args]
-    runpy.run_path(script, run_name="__main__")
+    for fd, name in ((1, "out"), (2, "err")):
+        sys.stdout.flush(), sys.stderr.flush()
+        target = os.open(Path(folder, f"{rank}.{name}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(target, fd)
+        os.close(target)
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
