@@ -13,6 +13,13 @@ same signal). Signals sent to the client (``kill $!`` in the docs) go to the
 child. So each command runs the real code on the real files and prints its
 real output; only the interpreter's start-up and those imports are shared.
 
+``torchrun`` gets a client too: its child runs ``python -m
+torch.distributed.run`` with ``PYTHON_EXEC`` (the interpreter torchrun starts
+its processes with) naming a third client, ``python-warm``, that runs ``python
+[-u] -m MODULE ...`` or ``python [-u] SCRIPT ...`` in a child of the server in
+the same way (any other form runs the real interpreter). So the processes of a
+``torchrun`` command start warm as well.
+
 What this does not check, other tests do: that the installed console script
 starts (``tests/test_packaging.py``) and that ``--help`` imports no torch
 (``tests/test_cli.py``). ``DOCS_TEST_COLD=1`` runs every command in a process
@@ -40,8 +47,17 @@ _LENGTH = 8  # bytes of the request's length prefix
 # ------------------------------------------------------------------ the client
 
 
-def client(address: str) -> None:
-    """Run ``arcvae`` with this process's arguments in a child of the server at ``address``; exit as it did."""
+def client(address: str, program: str = "arcvae") -> None:
+    """Run ``program`` with this process's arguments in a child of the server at ``address``; exit as it did.
+
+    ``program`` is ``arcvae``, ``torchrun`` or ``python`` (the ``python-warm`` client).
+    """
+    argv, env = list(sys.argv), dict(os.environ)
+    if program == "torchrun":
+        env.setdefault("PYTHON_EXEC", str(Path(argv[0]).with_name("python-warm")))
+        argv, program = [argv[0], "-m", "torch.distributed.run", *argv[1:]], "python"
+    if program == "python" and python_form(argv[1:]) is None:  # a form the server does not run: the real interpreter
+        os.execv(sys.executable, [sys.executable, *argv[1:]])
     pending: list[int] = []
     child: list[int] = []
 
@@ -53,7 +69,7 @@ def client(address: str) -> None:
 
     for signum in _FORWARDED:
         signal.signal(signum, forward)
-    request = json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+    request = json.dumps({"program": program, "argv": argv, "cwd": os.getcwd(), "env": env}).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
         conn.connect(address)
         socket.send_fds(conn, [len(request).to_bytes(_LENGTH, "little")], [0, 1, 2])
@@ -70,13 +86,22 @@ def client(address: str) -> None:
     sys.exit(os.waitstatus_to_exitcode(status))
 
 
-def write_client(path: Path, address: str) -> None:
-    """An executable ``arcvae`` at ``path`` that runs :func:`client` for the server at ``address``."""
+def python_form(args: list[str]) -> tuple[bool, list[str]] | None:
+    """``(unbuffered, rest)`` for ``[-u] -m MODULE ...`` or ``[-u] SCRIPT ...``; ``None`` for any other form."""
+    unbuffered = args[:1] == ["-u"]
+    rest = args[1:] if unbuffered else args
+    if rest[:1] == ["-m"] and len(rest) > 1 or rest and not rest[0].startswith("-"):
+        return unbuffered, rest
+    return None
+
+
+def write_client(path: Path, address: str, program: str = "arcvae") -> None:
+    """An executable at ``path`` that runs :func:`client` for ``program`` and the server at ``address``."""
     here = str(Path(__file__).resolve().parent)
     path.write_text(
         f"#!{sys.executable} -IS\n"
         f"import sys\nsys.path.insert(0, {here!r})\n"
-        f"from docs_warm import client\nclient({address!r})\n",
+        f"from docs_warm import client\nclient({address!r}, {program!r})\n",
         encoding="utf-8",
     )
     path.chmod(0o755)
@@ -149,6 +174,34 @@ def _take_over(request: dict, fds: list[int]) -> None:
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
     sys.argv = list(request["argv"])
+    global _PROGRAM
+    _PROGRAM = request.get("program", "arcvae")
+
+
+_PROGRAM = "arcvae"  # what the command's process runs: set by _take_over
+
+
+def _run_python(args: list[str]) -> None:
+    """``python [-u] -m MODULE ...`` or ``python [-u] SCRIPT ...``, as the interpreter runs them."""
+    import io
+    import runpy
+
+    form = python_form(args)
+    assert form is not None  # the client sends no other form
+    unbuffered, rest = form
+    if unbuffered:  # -u: the standard streams write through to their file descriptors
+        for name, fd in (("stdout", 1), ("stderr", 2)):
+            old = getattr(sys, name)
+            setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=old.encoding,
+                                                errors=old.errors, write_through=True))  # fmt: skip
+    if rest[0] == "-m":
+        sys.argv = [rest[1], *rest[2:]]
+        sys.path[0] = os.getcwd()
+        runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = list(rest)
+        sys.path[0] = os.path.dirname(os.path.abspath(rest[0]))
+        runpy.run_path(rest[0], run_name="__main__")
 
 
 def _run_server(address: str, ready: str) -> None:
@@ -157,7 +210,8 @@ def _run_server(address: str, ready: str) -> None:
 
 
 def _run_command() -> None:
-    """Run arcvae as its console script does, and end as the interpreter would, minus its teardown.
+    """Run the command (arcvae as its console script does, or a ``python`` form) and end as the
+    interpreter would, minus its teardown.
 
     The teardown (freeing every object) would write to every page the child shares with the server
     and copy them all: 0.9 s. What a normal exit does that a program can notice is done here: other
@@ -170,7 +224,10 @@ def _run_command() -> None:
 
     code = 0
     try:
-        main()
+        if _PROGRAM == "python":
+            _run_python(sys.argv[1:])
+        else:
+            main()
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
@@ -204,7 +261,8 @@ def start(shell_send, harness: Path, timeout: float = 120.0) -> Path:
     if len(os.fsencode(address)) > 100:  # the limit of a socket's path (104 or 108 bytes)
         raise RuntimeError(f"the harness folder's path is too long for a socket: {address}")
     bindir.mkdir()
-    write_client(bindir / "arcvae", str(address))
+    for program, name in (("arcvae", "arcvae"), ("torchrun", "torchrun"), ("python", "python-warm")):
+        write_client(bindir / name, str(address), program)
     q = shlex.quote
     # a subshell starts it, so it is not one of the shell's jobs (a "wait" in the docs must not wait for it)
     shell_send(

@@ -125,8 +125,9 @@ the file that has already imported torch (``tests/docs_warm.py``): each
 command runs in a child forked from it, with the command's arguments,
 folder, environment, standard streams and signals, and its exit code. This
 saves 1.5 s of start-up per command and 1.2 s per training run, without
-changing what runs or what it prints. ``DOCS_TEST_COLD=1`` runs each command
-as a new process instead.
+changing what runs or what it prints. ``torchrun`` is such a client too, and
+so are the processes it starts (through ``PYTHON_EXEC``). ``DOCS_TEST_COLD=1``
+runs each command as a new process instead.
 
 Each command (and each setup) may take at most ``COMMAND_TIMEOUT`` seconds
 (300); then the whole session is killed and the test fails. Otherwise the
@@ -473,7 +474,7 @@ class Session:
             cwd=sandbox, env=env, start_new_session=True, text=True,
         )  # fmt: skip
         self._send("__docs_rc=0")
-        self.warm = warm  # arcvae commands start in children of a server that has imported torch (tests/docs_warm.py)
+        self.warm = warm  # arcvae and torchrun commands start in children of a server that has imported torch
 
     def _start_warm(self) -> None:
         """Start the server before the first command (a file whose blocks are all skipped never pays for it)."""
@@ -719,7 +720,8 @@ def test_runs_in_blocks_are_run_elsewhere() -> None:
 
 
 def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
-    """What a command prints, its exit code, folder and environment are the same warm (docs_warm.py) and cold."""
+    """What a command prints, its exit code, folder and environment are the same warm (docs_warm.py) and cold,
+    for arcvae and for the processes torchrun starts."""
     commands = [
         "arcvae --version",
         'mkdir -p sub && cd sub && arcvae weights compute ../missing.npz; echo "exit $?"; cd ..',
@@ -727,6 +729,13 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
         # the environment: the cache goes where this command's XDG_CACHE_HOME says
         'XDG_CACHE_HOME="$PWD/other" arcvae weights compute m.npy --num-classes 3 --json | tail -1; ls other/arcvae/weights',
         'arcvae train --epochs 0 > out.txt 2>&1; echo "exit $?"; wc -l < out.txt',  # a usage error, on stderr
+        # torchrun's processes: their environment, arguments, import path and exit code (a script and -m)
+        (
+            'printf \'import os, sys\\nprint(os.environ["RANK"], sys.argv[1:], sys.path[0] == os.getcwd(), flush=True)\\n'
+            'sys.exit(int(os.environ["RANK"]) + 3)\\n\' > ranks.py'
+        ),
+        'torchrun --standalone --nproc_per_node=2 ranks.py a "b c" 2> /dev/null | sort; echo "exit ${PIPESTATUS[0]}"',
+        "torchrun --standalone --nproc_per_node=1 -m arcvae --version 2> /dev/null",
     ]
     outputs, found = {}, {}
     for warm in (True, False):
@@ -738,13 +747,15 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
             outputs[warm] = [
                 (r.output.replace(str(sandbox), "<sandbox>"), r.returncode) for r in map(session.run, commands)
             ]
-            found[warm] = session.run("command -v arcvae").output
+            found[warm] = session.run("command -v arcvae torchrun").output
         finally:
             session.close()
-    assert "warm-bin" in found[True] and "warm-bin" not in found[False]
+    assert found[True].count("warm-bin") == 2 and "warm-bin" not in found[False]
     assert outputs[True] == outputs[False]
     assert outputs[True][1][0].endswith("exit 1\n") and "exit 2" in outputs[True][4][0]  # the commands did run
     assert outputs[True][3][0].rstrip().endswith(".json")  # and the cache file is in the folder it named
+    assert outputs[True][6][0] == "0 ['a', 'b c'] True\n1 ['a', 'b c'] True\nexit 1\n"  # the ranks ran, and failed
+    assert outputs[True][7][0].startswith("arcvae ")
 
 
 def test_output_matching() -> None:
