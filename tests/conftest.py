@@ -87,8 +87,13 @@ def changes_in_real_home(before: dict, after: dict) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The longest tests first (the executed docs, largest page first, then the other ``slow`` ones), so that they
-    start at once on the workers instead of finishing last."""
+    """The longest tests first on every worker, so that they start at once instead of finishing last.
+
+    The longest are the executed docs (largest page first), then the other ``slow`` tests. pytest-xdist's
+    work-stealing scheduler gives each of its N workers one contiguous share of the collection, and an idle
+    worker later steals from the end of a busy one's share: so the long tests are dealt round-robin to the
+    front of the N shares, not all put in the first.
+    """
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         if item.get_closest_marker("slow") is None:
@@ -97,6 +102,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return (0, -page.stat().st_size) if isinstance(page, Path) else (1, 0)
 
     items.sort(key=rank)  # stable: the order within each group is the file order
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    slow = [item for item in items if rank(item)[0] < 2]
+    if workers < 2 or not slow:
+        return
+    fast = items[len(slow) :]
+    shares: list[list[pytest.Item]] = [slow[w::workers] for w in range(workers)]
+    left = len(items)
+    for w, share in enumerate(shares):  # the sizes the scheduler deals: what is left, split among the rest
+        size = left // (workers - w)
+        take = max(0, size - len(share))
+        share += fast[:take]
+        del fast[:take]
+        left -= len(share)
+    shares[-1] += fast
+    items[:] = [item for share in shares for item in share]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

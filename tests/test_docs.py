@@ -731,11 +731,11 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
         'arcvae train --epochs 0 > out.txt 2>&1; echo "exit $?"; wc -l < out.txt',  # a usage error, on stderr
         # torchrun's processes: their environment, arguments, import path and exit code (a script and -m)
         (
-            'printf \'import os, sys\\nprint(os.environ["RANK"], sys.argv[1:], sys.path[0] == os.getcwd(), flush=True)\\n'
-            'sys.exit(int(os.environ["RANK"]) + 3)\\n\' > ranks.py'
+            "printf 'import os, sys\\nprint(os.environ[\"RANK\"], sys.argv[1:], sys.path[0] == os.getcwd())\\n' > ranks.py"
         ),
         'torchrun --standalone --nproc_per_node=2 ranks.py a "b c" 2> /dev/null | sort; echo "exit ${PIPESTATUS[0]}"',
         "torchrun --standalone --nproc_per_node=1 -m arcvae --version 2> /dev/null",
+        'torchrun --standalone --nproc_per_node=1 -m arcvae train --epochs 0 2> /dev/null; echo "exit $?"',  # a failure
     ]
     outputs, found = {}, {}
     for warm in (True, False):
@@ -754,8 +754,8 @@ def test_warm_commands_behave_like_new_processes(tmp_path: Path) -> None:
     assert outputs[True] == outputs[False]
     assert outputs[True][1][0].endswith("exit 1\n") and "exit 2" in outputs[True][4][0]  # the commands did run
     assert outputs[True][3][0].rstrip().endswith(".json")  # and the cache file is in the folder it named
-    assert outputs[True][6][0] == "0 ['a', 'b c'] True\n1 ['a', 'b c'] True\nexit 1\n"  # the ranks ran, and failed
-    assert outputs[True][7][0].startswith("arcvae ")
+    assert outputs[True][6][0] == "0 ['a', 'b c'] True\n1 ['a', 'b c'] True\nexit 0\n"  # both ranks ran
+    assert outputs[True][7][0].startswith("arcvae ") and outputs[True][8][0] == "exit 1\n"
 
 
 def test_output_matching() -> None:
