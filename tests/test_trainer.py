@@ -376,3 +376,28 @@ def test_checkpoints_are_written_in_the_background_and_whole_when_the_run_ends(t
     assert checkpoint["step"] == result.steps and checkpoint["finished"]
     assert any(name.startswith("arcvae: write last.pt") for name in threads)
     assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_a_checkpoint_that_cannot_be_written_ends_the_run_in_one_line(tiny_corpus, tmp_path, monkeypatch):
+    import errno
+
+    from typer.testing import CliRunner
+
+    import classweights
+    from arcvae.cli import app
+
+    real = classweights.atomic_write_bytes
+
+    def disk_full_for_checkpoints(path, data):  # in the writer's thread; the error reaches the training thread
+        if str(path).endswith(".pt"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(classweights, "atomic_write_bytes", disk_full_for_checkpoints)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["train", "--overfit-batch", "--quick-test", "--data", str(tiny_corpus), "--out", str(out)]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [f"error: No space left on device ({out / 'checkpoints' / 'last.pt'})"]
+    assert not list(out.rglob("*.tmp")) and not (out / "result.json").exists()

@@ -46,8 +46,9 @@ class BackgroundWriter:
 
     def write(self, path: Path, data: bytes) -> None:
         self.wait()
-        self._thread = threading.Thread(target=self._write, args=(path, data), name=f"arcvae: write {path.name}")
-        self._thread.start()
+        thread = threading.Thread(target=self._write, args=(path, data), name=f"arcvae: write {path.name}")
+        thread.start()  # before it is kept: wait() never joins a thread that did not start
+        self._thread = thread
 
     def wait(self) -> None:
         if self._thread is not None:
