@@ -90,7 +90,7 @@ def python_form(args: list[str]) -> tuple[bool, list[str]] | None:
     """``(unbuffered, rest)`` for ``[-u] -m MODULE ...`` or ``[-u] SCRIPT ...``; ``None`` for any other form."""
     unbuffered = args[:1] == ["-u"]
     rest = args[1:] if unbuffered else args
-    if rest[:1] == ["-m"] and len(rest) > 1 or rest and not rest[0].startswith("-"):
+    if (rest[:1] == ["-m"] and len(rest) > 1) or (rest and not rest[0].startswith("-")):
         return unbuffered, rest
     return None
 

@@ -67,7 +67,9 @@ def run_ranks(script: str | Path, *args: str, world: int = 2, timeout: float = 3
     with tempfile.TemporaryDirectory(prefix="ranks-") as folder, forked_pool(world) as pool:
         tasks = [(str(script), list(args), env, rank, folder) for rank in range(world)]
         pool.starmap_async(_rank, tasks, chunksize=1).get(timeout)
-        return [tuple(Path(folder, f"{rank}.{name}").read_text() for name in ("out", "err")) for rank in range(world)]  # type: ignore[misc]
+        return [
+            (Path(folder, f"{rank}.out").read_text(), Path(folder, f"{rank}.err").read_text()) for rank in range(world)
+        ]
 
 
 def _rank(script: str, args: list[str], env: dict[str, str], rank: int, folder: str) -> None:
@@ -77,12 +79,14 @@ def _rank(script: str, args: list[str], env: dict[str, str], rank: int, folder: 
     os.environ.clear()
     os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
     sys.argv = [script, *args]
+    sys.stdout.flush()
+    sys.stderr.flush()
     for fd, name in ((1, "out"), (2, "err")):
-        sys.stdout.flush(), sys.stderr.flush()
         target = os.open(Path(folder, f"{rank}.{name}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(target, fd)
         os.close(target)
     try:
         runpy.run_path(script, run_name="__main__")
     finally:
-        sys.stdout.flush(), sys.stderr.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()

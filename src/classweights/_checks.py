@@ -37,6 +37,15 @@ def shown_names(names: Iterable[Any], limit: int = 12) -> str:
     return listed + more if names else "(none)"
 
 
+def check_key_and_progress(key: Any, progress: Any) -> None:
+    """The ``key=`` and ``progress=`` options every counting function takes: a string, an integer or None; a
+    callable or None."""
+    if key is not None and not isinstance(key, str) and not is_int(key):
+        raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
+    if progress is not None and not callable(progress):
+        raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
+
+
 def is_int(value: Any) -> bool:
     """True for Python and numpy integers; False for bools, which are not labels or sizes."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

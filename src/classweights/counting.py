@@ -21,9 +21,9 @@ from . import _fingerprint
 from ._checks import (
     check_flag,
     check_ignore_index,
+    check_key_and_progress,
     check_num_classes,
     check_positive_int,
-    is_int,
     shown,
 )
 from ._chunk_counts import _count_chunk, _count_histogram, _on_device
@@ -208,7 +208,7 @@ def count_label_stats(
     """
     num_classes = check_num_classes(num_classes)
     ignore_index = check_ignore_index(ignore_index)
-    _check_key_and_progress(key, progress)
+    check_key_and_progress(key, progress)
     presence, distributed = (check_flag(v, n) for v, n in ((presence, "presence"), (distributed, "distributed")))
     algorithm = _fingerprint_option(fingerprint)
     workers = _resolve_threads(num_threads)
@@ -297,13 +297,6 @@ class _Tally:
             self.labels += chunk_labels
             if progress is not None:
                 progress(self.images, stream.total)
-
-
-def _check_key_and_progress(key: Any, progress: Any) -> None:
-    if key is not None and not isinstance(key, str) and not is_int(key):
-        raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
-    if progress is not None and not callable(progress):
-        raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
 
 
 def fingerprint_algorithm(fingerprint: str) -> str:

@@ -27,6 +27,7 @@ from ._checks import (
     check_dense_tensor,
     check_finite,
     check_flag,
+    check_key_and_progress,
     check_num_classes,
     check_real,
     is_int,
@@ -165,10 +166,7 @@ def count_multilabel(
         tensor([2, 1, 4])
     """
     num_classes = check_num_classes(num_classes)
-    if key is not None and not isinstance(key, str) and not is_int(key):
-        raise ClassWeightError(f"Expected `key` to be a string, an integer or None, but got {shown(key)}")
-    if progress is not None and not callable(progress):
-        raise ClassWeightError(f"Expected `progress` to be a callable or None, but got {shown(progress)}")
+    check_key_and_progress(key, progress)
     distributed = check_flag(distributed, "distributed")
     workers = _resolve_threads(num_threads)
     shard = _process_group_shard(None) if distributed else None
